@@ -1,0 +1,1 @@
+"""The ``ds.csmoe`` accessor (filled in with the embedding issue)."""
