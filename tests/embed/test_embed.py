@@ -1,0 +1,149 @@
+"""``ds.csmoe.embed`` / ``expert_usage`` on a synthetic cube with the tiny model."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from dask.callbacks import Callback
+
+import xcsmoe
+from xcsmoe.embed.runtime import build_model, model_spec
+from xcsmoe.errors import ConfigError, CRSError, GridError, WeightsRequiredError
+
+TINY = "csmoe_tiny"
+WINDOW = 64
+ATOL = 1e-5  # float32 batched vs unbatched matmul reorderings
+
+
+def embed(ds: xr.Dataset, **kwargs) -> xr.Dataset:
+    kwargs = {"model": TINY, "weights": "random", "window": WINDOW, "normalise": False} | kwargs
+    return ds.csmoe.embed(patch=16, **kwargs)
+
+
+def direct_forward(ds: xr.Dataset, t: int, row: int, col: int, sensors=("s1", "s2")):
+    """The model on one window, by hand: slice, NaN→0, zero-pad, forward."""
+    model = build_model(model_spec(TINY, "random"))
+    inputs = {}
+    for sensor, names in (("s1", ("vv", "vh")), ("s2", xcsmoe.embed.plan.S2_VARIABLES)):
+        if sensor not in sensors:
+            continue
+        values = np.stack([ds[n].isel(time=t).values for n in names])
+        window = np.zeros((len(names), WINDOW, WINDOW), dtype=np.float32)
+        patch = values[:, row * WINDOW : (row + 1) * WINDOW, col * WINDOW : (col + 1) * WINDOW]
+        window[:, : patch.shape[1], : patch.shape[2]] = np.nan_to_num(patch, nan=0.0)
+        inputs[sensor] = torch.from_numpy(window)[None]
+    with torch.inference_mode():
+        out = model.forward_features(**inputs)
+    cls = torch.cat([out.cls[s] for s in sensors], -1)[0].numpy()
+    tokens = torch.cat([out.tokens[s] for s in sensors], -1)[0].numpy()
+    return cls, tokens
+
+
+class TaskCounter(Callback):
+    def __init__(self):
+        super().__init__()
+        self.tasks = 0
+
+    def _start_state(self, dsk, state):
+        self.tasks += len(state["ready"]) + len(state["waiting"])
+
+
+def test_embed_is_lazy_and_on_exact_grids(cube):
+    with TaskCounter() as counter:
+        emb = embed(cube)
+    assert counter.tasks == 0
+    assert all(isinstance(v.data, dask.array.Array) for v in emb.data_vars.values())
+    geobox = cube.odc.geobox
+    assert emb.tokens.odc.geobox == geobox.zoom_out(16)
+    assert emb.tokens.dims == ("time", "embedding", "y", "x")
+    assert emb.tokens.shape[2:] == (8, 13)  # ceil(120/16), ceil(200/16)
+    assert emb.cls.dims == ("time", "embedding", "cls_y", "cls_x")
+    assert emb.cls.shape[2:] == (2, 4)  # ceil(120/64), ceil(200/64)
+    assert emb.attrs["model"] == TINY and emb.attrs["random_weights"] == 1
+    assert str(emb.spatial_ref.attrs.get("crs_wkt", "")).startswith("PROJCRS")
+
+
+def test_windows_match_direct_forward(cube):
+    emb = embed(cube).compute()
+    g = WINDOW // 16
+    for t, row, col in [(0, 0, 0), (1, 1, 2), (0, 1, 3)]:  # (1, 3) is a padded edge window
+        cls, tokens = direct_forward(cube, t, row, col)
+        np.testing.assert_allclose(emb.cls.values[t, :, row, col], cls, atol=ATOL)
+        grid = emb.tokens.values[t, :, row * g : (row + 1) * g, col * g : (col + 1) * g]
+        expected = tokens.reshape(g, g, -1).transpose(2, 0, 1)[:, : grid.shape[1], : grid.shape[2]]
+        np.testing.assert_allclose(grid, expected, atol=ATOL)
+    edge_fraction = emb.valid_fraction.values[0, 1, 3]
+    assert edge_fraction == pytest.approx((120 - 64) * (200 - 192) / 64**2)
+
+
+def test_chunking_does_not_change_the_numbers(make_cube):
+    a = embed(make_cube(chunks=64)).compute()
+    b = embed(make_cube(chunks=None), chunks=128).compute()
+    c = embed(make_cube(chunks=37)).compute()  # rechunked to whole windows
+    for other in (b, c):
+        np.testing.assert_allclose(a.tokens.values, other.tokens.values, atol=ATOL)
+        np.testing.assert_allclose(a.cls.values, other.cls.values, atol=ATOL)
+
+
+def test_nan_never_reaches_the_model(make_cube):
+    ds = make_cube(chunks=None)
+    ds["B02"][0, :10, :10] = np.nan  # a few NaN pixels in window (0, 0)
+    for name in ds.data_vars:
+        ds[name][0, :64, 64:128] = np.nan  # window (0, 1) entirely NaN
+    emb = embed(ds).compute()
+    assert np.isfinite(emb.cls.values[0, :, 0, 0]).all()
+    assert emb.valid_fraction.values[0, 0, 0] == pytest.approx(1 - 100 / 64**2)
+    assert np.isnan(emb.cls.values[0, :, 0, 1]).all()
+    assert emb.valid_fraction.values[0, 0, 1] == 0
+    cls, _ = direct_forward(ds, 0, 0, 0)
+    np.testing.assert_allclose(emb.cls.values[0, :, 0, 0], cls, atol=ATOL)
+
+
+def test_single_sensor_and_no_time_dimension(cube):
+    s2 = embed(cube.isel(time=0), sensors="s2").compute()
+    assert "time" not in s2.dims
+    both = embed(cube.isel(time=0)).compute()
+    assert both.sizes["embedding"] == 2 * s2.sizes["embedding"]
+    cls, _ = direct_forward(cube, 0, 0, 0, sensors=("s2",))
+    np.testing.assert_allclose(s2.cls.values[:, 0, 0], cls, atol=ATOL)
+
+
+def test_drop_edge_gives_only_whole_windows(cube):
+    emb = embed(cube, edge="drop")
+    assert emb.cls.shape[2:] == (1, 3)
+    assert emb.tokens.odc.geobox == cube.odc.geobox[:64, :192].zoom_out(16)
+    assert float(emb.valid_fraction.min()) == 1.0
+
+
+def test_bad_inputs_are_refused_before_anything_runs(cube):
+    with pytest.raises(WeightsRequiredError, match='weights="random"'):
+        cube.csmoe.embed(patch=16, model=TINY, window=WINDOW)
+    with pytest.raises(ConfigError, match="patch"):
+        cube.csmoe.embed(patch=32, model=TINY, weights="random", window=WINDOW)
+    with pytest.raises(ConfigError, match="model"):
+        cube.csmoe.embed(patch=16, model="csmoe_p17", weights="random")
+    with pytest.raises(GridError, match="window"):
+        embed(cube, window=256)
+    no_crs = cube.drop_vars("spatial_ref")
+    for name in ("x", "y"):
+        no_crs[name].attrs = {}
+    with pytest.raises(CRSError, match="no CRS"):
+        embed(no_crs)
+    with pytest.raises(ConfigError, match="output"):
+        embed(cube, output=("pixels",))
+
+
+def test_expert_usage_shares_sum_to_one(cube):
+    usage = cube.csmoe.expert_usage(
+        patch=16, model=TINY, weights="random", window=WINDOW, normalise=False, sensor="s2"
+    )
+    assert usage.dims == ("time", "expert", "y", "x")
+    assert usage.odc.geobox == cube.odc.geobox.zoom_out(16)
+    values = usage.compute()
+    np.testing.assert_allclose(values.sum("expert").values, 1.0, atol=1e-5)
+    dominant = values.dominant_expert.values
+    assert dominant.min() >= 0 and dominant.max() < usage.sizes["expert"]
+    np.testing.assert_array_equal(dominant, values.argmax("expert").values)

@@ -1,0 +1,31 @@
+"""The repository keeps its promises: README commands, CI script, public API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import xcsmoe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.+?)\n```", text)
+
+
+def test_readme_has_setup_and_test_commands():
+    setup, test = readme_commands()[:2]
+    assert "pip install -e" in setup and "xcsmoe sample-job" in setup
+    assert "pytest" in test
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci_lines
+
+
+def test_public_api_resolves_every_name():
+    for name in xcsmoe.__all__:
+        assert getattr(xcsmoe, name) is not None, name

@@ -1,0 +1,344 @@
+"""``embed`` and ``expert_usage``: lazy, georeferenced CSMoE outputs of an S1/S2 cube.
+
+Both follow metadata → plan → execution: the cube's variables, dtypes and geobox are
+checked and laid out by :mod:`xcsmoe.embed.plan`; :mod:`xcsmoe.embed.execute` builds
+one dask task per block; nothing runs until the result is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from xcsmoe.embed.execute import (
+    CLS_DIMS,
+    Head,
+    WindowJob,
+    channel_layout,
+    packed_array,
+    unpack,
+    unpack_variables,
+)
+from xcsmoe.embed.plan import Edge, EmbedPlan, plan_embedding
+from xcsmoe.embed.runtime import ModelSpec, model_spec
+from xcsmoe.errors import ConfigError, CRSError, InputError, expected
+
+OUTPUTS = ("cls", "tokens")
+
+
+def model_config(name: str) -> Any:
+    """A registry model's config, without allocating its weights."""
+    from xcsmoe.model.registry import create_model
+
+    with torch.device("meta"):
+        return create_model(name).config
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked cube and its plan, shared by :func:`embed` and :func:`expert_usage`."""
+
+    ds: xr.Dataset
+    plan: EmbedPlan
+    spec: ModelSpec
+    config: Any
+    has_time: bool
+
+
+def embed(
+    ds: xr.Dataset,
+    patch: int = 16,
+    *,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    sensors: str | Sequence[str] = "auto",
+    output: Sequence[str] = OUTPUTS,
+    window: int | None = None,
+    edge: Edge = "pad",
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str | None = None,
+    normalise: bool = True,
+    chunks: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    gpu_resources: bool = False,
+) -> xr.Dataset:
+    """CSMoE embeddings of a cube, lazily, on exact grids.
+
+    Args:
+        ds: cube with dims ``(time, y, x)`` or ``(y, x)``, S2 bands ``B02 … B8A`` and/or
+            S1 ``vv vh``, raw values (``normalise=True``) or standardised ones, a
+            projected CRS.
+        patch: patch size P; must match the model (default model ``csmoe_p{patch}``).
+        weights: checkpoint path, or ``"random"`` for a seeded untrained network.
+        sensors: ``"auto"`` (every complete sensor), ``"s1"``, ``"s2"`` or ``"s1+s2"``;
+            with two sensors the per-sensor features are concatenated (S1 first).
+        output: any of ``"cls"``, ``"tokens"``.
+        window: model window W in pixels (multiple of P; default the model's image
+            size). Position embeddings are resampled to W/P × W/P tokens.
+        edge: ``"pad"`` (partial edge windows, NaN-padded, see ``valid_fraction``) or
+            ``"drop"`` (crop to whole windows).
+        batch_size: windows per forward pass.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``...
+        dtype: autocast dtype; default bf16 on CUDA, float32 on CPU.
+        normalise: standardise raw values with :func:`xcsmoe.normalise` first.
+        chunks: pixels per spatial dask chunk (rounded to whole windows); default the
+            cube's own chunks.
+        seed: seed of ``weights="random"``.
+        gpu_resources: annotate tasks with the Dask resource ``GPU=1``.
+
+    Returns:
+        Dataset with ``tokens`` ``(time, embedding, y, x)`` on ``geobox.zoom_out(P)``,
+        ``cls`` ``(time, embedding, cls_y, cls_x)`` and ``valid_fraction``
+        ``(time, cls_y, cls_x)`` on ``geobox.zoom_out(W)``, CRS in ``spatial_ref``.
+    """
+    unknown = sorted(set(output) - set(OUTPUTS))
+    if unknown or not output:
+        raise ConfigError(expected("output", f"a non-empty subset of {OUTPUTS}", tuple(output)))
+    graph = embedding_graph(
+        ds, patch, model=model, weights=weights, sensors=sensors, window=window, edge=edge,
+        chunks=chunks, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
+        normalise=normalise, gpu_resources=gpu_resources,
+    )  # fmt: skip
+    return graph.to_dataset(output)
+
+
+@dataclass(frozen=True)
+class EmbeddingGraph:
+    """The planned run: checked cube, plan, model spec, head and the lazy packed array."""
+
+    prepared: _Prepared
+    head: Head
+    packed: da.Array
+
+    @property
+    def plan(self) -> EmbedPlan:
+        return self.prepared.plan
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        shape = self.plan.token_geobox.shape
+        return shape.y, shape.x
+
+    def to_dataset(self, output: Sequence[str] = OUTPUTS) -> xr.Dataset:
+        variables = unpack_variables(self.packed, self.head.layout, self.token_shape, output)
+        result = xr.Dataset(variables, coords=_coords(self.prepared))
+        result.attrs.update(_attrs(self.plan, self.prepared.spec))
+        return result if self.prepared.has_time else result.isel(time=0, drop=True)
+
+
+def embedding_graph(
+    ds: xr.Dataset,
+    patch: int = 16,
+    *,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    sensors: str | Sequence[str] = "auto",
+    window: int | None = None,
+    edge: Edge = "pad",
+    chunks: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str | None = None,
+    normalise: bool = True,
+    gpu_resources: bool = False,
+) -> EmbeddingGraph:
+    """Plan and build (lazily) the embedding run of :func:`embed`."""
+    prepared = _prepare(
+        ds, patch, model=model, weights=weights, sensors=sensors, window=window, edge=edge,
+        chunks=chunks, seed=seed,
+    )  # fmt: skip
+    head = Head(
+        kind="embedding",
+        sensors=prepared.plan.sensors,
+        grid=prepared.plan.grid_per_window,
+        dim=prepared.config.embed_dim,
+    )
+    packed = _run(prepared, head, batch_size, device, dtype, normalise, gpu_resources)
+    return EmbeddingGraph(prepared, head, packed)
+
+
+def expert_usage(
+    ds: xr.Dataset,
+    patch: int = 16,
+    *,
+    sensor: str = "s2",
+    layer: int = -1,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    window: int | None = None,
+    edge: Edge = "pad",
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str | None = None,
+    normalise: bool = True,
+    chunks: int | tuple[int, int] | None = None,
+    seed: int = 0,
+) -> xr.DataArray:
+    """Per token, the share of Soft MoE combine weight each expert receives.
+
+    ``layer`` indexes the Soft MoE layers on ``sensor``'s encoder path (modality-specific
+    layers first, then the shared cross-sensor ones; ``-1`` = last). Returns a lazy
+    DataArray ``(time, expert, y, x)`` on the token grid whose shares sum to 1 over
+    ``expert``, with coordinate ``dominant_expert`` ``(time, y, x)`` (-1 where no valid
+    pixel).
+    """
+    prepared = _prepare(
+        ds, patch, model=model, weights=weights, sensors=sensor, window=window, edge=edge,
+        chunks=chunks, seed=seed,
+    )  # fmt: skip
+    plan, config = prepared.plan, prepared.config
+    head = Head(
+        kind="routing",
+        sensors=plan.sensors,
+        grid=plan.grid_per_window,
+        dim=config.num_experts,
+        routing_sensor=sensor,
+        routing_layer=layer,
+    )
+    packed = _run(prepared, head, batch_size, device, dtype, normalise, False)
+    token_shape = plan.token_geobox.shape
+    share = unpack(packed, head.layout, "expert_share")[:, :, : token_shape.y, : token_shape.x]
+    coords = {k: v for k, v in _coords(prepared).items() if k not in CLS_DIMS}
+    usage = xr.DataArray(
+        share, dims=("time", "expert", "y", "x"), coords=coords, name="expert_share"
+    ).assign_coords(expert=np.arange(config.num_experts))
+    dominant = usage.fillna(-1.0).argmax("expert").where(usage.notnull().all("expert"), -1)
+    usage = usage.assign_coords(dominant_expert=dominant.astype(np.int16))
+    usage.attrs.update(_attrs(plan, prepared.spec), layer=layer, sensor=sensor)
+    return usage if prepared.has_time else usage.isel(time=0, drop=True)
+
+
+def _prepare(
+    ds: xr.Dataset,
+    patch: int,
+    *,
+    model: str | None,
+    weights: str | Path | None,
+    sensors: str | Sequence[str],
+    window: int | None,
+    edge: Edge,
+    chunks: int | tuple[int, int] | None,
+    seed: int,
+) -> _Prepared:
+    if not isinstance(ds, xr.Dataset):
+        raise InputError(expected("ds", "an xarray.Dataset", type(ds).__name__))
+    name = model or f"csmoe_p{patch}"
+    spec = model_spec(name, weights, seed=seed)
+    config = model_config(name)
+    geobox = _geobox(ds)
+    has_time = "time" in ds.dims
+    chunk_pair = chunks if isinstance(chunks, tuple) else (chunks, chunks)
+    if chunks is None:
+        chunk_pair = _existing_chunks(ds, geobox)
+    plan = plan_embedding(
+        variables=list(ds.data_vars),
+        dtypes={k: v.dtype for k, v in ds.data_vars.items()},
+        geobox=geobox,
+        patch=patch,
+        window=window or config.img_size,
+        model_patch=config.patch_size,
+        sensors=sensors,
+        edge=edge,
+        chunks=chunk_pair,
+    )
+    if not has_time:
+        ds = ds.expand_dims("time")
+    return _Prepared(ds, plan, spec, config, has_time)
+
+
+def _run(
+    prepared: _Prepared,
+    head: Head,
+    batch_size: int,
+    device: str,
+    dtype: str | None,
+    normalise: bool,
+    gpu_resources: bool,
+) -> da.Array:
+    if batch_size < 1:
+        raise ConfigError(expected("batch_size", "a positive integer", batch_size))
+    plan = prepared.plan
+    cube = prepared.ds[list(plan.variables)]
+    if normalise:
+        from xcsmoe.sensors import normalise as standardise
+
+        cube = standardise(cube)
+    y_dim, x_dim = _spatial_dims(cube)
+    arrays = [
+        _as_dask(cube[v].transpose("time", y_dim, x_dim)).astype(np.float32) for v in plan.variables
+    ]
+    job = WindowJob(
+        spec=prepared.spec,
+        head=head,
+        window=plan.window,
+        channels=channel_layout(plan.sensors),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+    )
+    return packed_array(da.stack(arrays, axis=-1), plan, job, gpu_resources=gpu_resources)
+
+
+def _geobox(ds: xr.Dataset) -> GeoBox | None:
+    try:
+        geobox = ds.odc.geobox
+    except Exception as error:  # odc raises on malformed coordinates
+        raise CRSError(
+            expected("ds", "a georeferenced dataset", f"{type(error).__name__}: {error}")
+        ) from error
+    return geobox if isinstance(geobox, GeoBox) else None
+
+
+def _spatial_dims(ds: xr.Dataset) -> tuple[str, str]:
+    dims = ds.odc.spatial_dims
+    if dims is None:
+        raise CRSError(expected("ds", "spatial dims (y, x)", tuple(ds.dims)))
+    return dims
+
+
+def _existing_chunks(ds: xr.Dataset, geobox: GeoBox | None) -> tuple[int | None, int | None]:
+    if geobox is None or not ds.chunks:
+        return None, None
+    y_dim, x_dim = _spatial_dims(ds)
+    chunks = ds.chunksizes
+    return (
+        chunks[y_dim][0] if y_dim in chunks else None,
+        chunks[x_dim][0] if x_dim in chunks else None,
+    )
+
+
+def _as_dask(array: xr.DataArray) -> da.Array:
+    data = array.data
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=-1)
+
+
+def _coords(prepared: _Prepared) -> dict[str, Any]:
+    plan = prepared.plan
+    coords: dict[str, Any] = dict(xr_coords(plan.token_geobox))
+    coords.update(xr_coords(plan.cls_geobox, dims=CLS_DIMS))
+    coords["time"] = prepared.ds["time"].values
+    return coords
+
+
+def _attrs(plan: EmbedPlan, spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "model": spec.name,
+        "weights": spec.weights,
+        "random_weights": int(spec.is_random),
+        "sensors": "+".join(plan.sensors),
+        "patch": plan.patch,
+        "window": plan.window,
+        "edge": plan.edge,
+        "cls_transform": list(plan.cls_geobox.affine)[:6],
+    }

@@ -1,0 +1,94 @@
+"""Named model variants: ``create_model(name, ...)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+import torch
+from torch import nn
+
+from xcsmoe.errors import ConfigError, expected
+from xcsmoe.model.config import CSMoEConfig
+
+_VARIANTS: dict[str, dict[str, Any]] = {
+    # CSMoE (paper Table IV): image 224, dim 768, 12 heads, 4 + 2 Soft MoE layers, 8 experts
+    "csmoe_p14": {"patch_size": 14},
+    "csmoe_p16": {"patch_size": 16},
+    "csmoe_p28": {"patch_size": 28},
+    "csmoe_p32": {"patch_size": 32},
+    # dense CSMAE baseline (ViT-B, 10 modality-specific + 2 cross-sensor layers)
+    "csmae_p15": {
+        "img_size": 120,
+        "patch_size": 15,
+        "depth_specific": 10,
+        "depth_shared": 2,
+        "num_experts": 0,
+        "decoder_dim": 512,
+        "decoder_depth": 8,
+        "decoder_heads": 16,
+    },
+    # tiny variant for tests: fast on CPU
+    "csmoe_tiny": {
+        "img_size": 64,
+        "patch_size": 16,
+        "embed_dim": 64,
+        "num_heads": 2,
+        "depth_specific": 2,
+        "depth_shared": 1,
+        "num_experts": 4,
+        "decoder_dim": 32,
+        "decoder_depth": 1,
+        "decoder_heads": 2,
+        "proj_dim": 32,
+    },
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(_VARIANTS)
+
+
+def model_config(name: str, **overrides: Any) -> CSMoEConfig:
+    """The frozen config of variant ``name`` with ``overrides`` applied."""
+    if name not in _VARIANTS:
+        raise ConfigError(
+            expected(
+                "name", f"one of {', '.join(list_models())}", name, "See xcsmoe.list_models()."
+            )
+        )
+    return CSMoEConfig(name=name, **_VARIANTS[name]).replace(**overrides)
+
+
+def create_model(
+    name: str,
+    *,
+    weights: str | PathLike[str] | None = None,
+    pretraining: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Build variant ``name``: the :class:`~xcsmoe.model.encoder.CSMoE` encoder, or with
+    ``pretraining=True`` the :class:`~xcsmoe.model.pretrain.CSMoEForPretraining` wrapper.
+
+    ``weights``: a file written by :func:`~xcsmoe.model.checkpoint.save_checkpoint` (or a
+    CSMAE Lightning ``.ckpt`` for ``csmae_p15``), loaded strictly (encoder-only weights
+    into a pretraining model load into its ``backbone``). ``overrides``: config fields.
+    """
+    from xcsmoe.model.encoder import CSMoE
+    from xcsmoe.model.pretrain import CSMoEForPretraining
+
+    config = model_config(name, **overrides)
+    build = CSMoEForPretraining if pretraining else CSMoE
+    if weights is None:
+        return build(config)
+    from xcsmoe.model.checkpoint import load_state, read_checkpoint
+
+    state, _ = read_checkpoint(weights)
+    # strict loading overwrites every tensor, so skip the random initialisation
+    device = torch.empty(0).device
+    with torch.device("meta"):
+        model: nn.Module = build(config)
+    model = model.to_empty(device=device)
+    load_state(model, state, strict=True, source=str(weights))
+    return model
