@@ -40,7 +40,7 @@ def run(
     if workers > 1:
         from dask.distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
         client = Client(cluster)
     try:
         comparison = compare_selections(

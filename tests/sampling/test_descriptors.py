@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import geopandas as gpd
 import numpy as np
+import pystac
 import pytest
 import rasterio
 import rioxarray  # noqa: F401
@@ -109,6 +112,10 @@ def test_raster_from_a_geotiff_path_in_another_crs(tmp_path) -> None:
     lon, lat = Transformer.from_crs(32632, 4326, always_xy=True).transform(403_500, 5_497_500)
     codes, status = raster.lookup(np.array([lon, 0.0]), np.array([lat, 0.0]))
     assert status.tolist() == [OK, OUTSIDE] and codes[0] == data[2, 3]
+    item = pystac.Item("lc", None, None, dt.datetime(2020, 1, 1), {})
+    item.add_asset("map", pystac.Asset(str(path), media_type=pystac.MediaType.COG))
+    from_item = as_raster(item)
+    assert from_item.lookup(np.array([lon]), np.array([lat]))[0][0] == data[2, 3]
 
 
 def test_raster_without_crs_is_a_crs_error() -> None:

@@ -141,6 +141,8 @@ def test_bad_inputs(archive) -> None:
         select_genetic(archive, per_stratum=5, population=1)
     with pytest.raises(ConfigError, match="GAConfig fields"):
         select_genetic(archive, per_stratum=5, generation=3)
+    with pytest.raises(ConfigError, match="more than per_stratum"):
+        select_genetic(archive, per_stratum=50, max_candidates=50)
     with pytest.raises(ConfigError, match="mutation_rate"):
         GAConfig(mutation_rate=2.0)
 
@@ -150,7 +152,7 @@ def test_parallel_strata_on_a_local_cluster_match_serial(archive, genetic) -> No
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):

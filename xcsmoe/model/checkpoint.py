@@ -162,8 +162,11 @@ def _adapt_keys(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]
         state = dict(state)
         for prefix in prefixes:
             stack_linear_experts(state, prefix)
-    strip = tuple(p for p in _IGNORED_PREFIXES)
-    return {k: v for k, v in state.items() if not k.removeprefix("backbone.").startswith(strip)}
+    return {
+        k: v
+        for k, v in state.items()
+        if not k.removeprefix("backbone.").startswith(_IGNORED_PREFIXES)
+    }
 
 
 def _grid_of(pos: Tensor) -> int | None:

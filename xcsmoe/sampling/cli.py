@@ -40,7 +40,7 @@ def _client(workers: int) -> Any:
         return None
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     return Client(cluster)
 
 

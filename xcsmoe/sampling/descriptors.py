@@ -20,6 +20,7 @@ from xcsmoe.sampling.rasters import NODATA, OK, OUTSIDE, CategoricalRaster, as_r
 __all__ = ["STRATUM_SEPARATOR", "add_descriptors", "majority_codes", "stratum_names"]
 
 STRATUM_SEPARATOR = " | "
+_MAJORITY_CHUNK = 50_000  # footprints per batch: bounds memory to ~50k × 64 lookups
 Method = Literal["centre", "majority"]
 
 
@@ -93,14 +94,14 @@ def majority_codes(
         (status.reshape(len(geometry), -1) == OUTSIDE).all(axis=1), OUTSIDE, NODATA
     )
     if votes.any():
-        pairs, counts = np.unique(
-            np.stack([sample, codes[votes]], axis=1), axis=0, return_counts=True
-        )
-        order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
-        pairs = pairs[order]
-        first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
-        result[pairs[first, 0]] = pairs[first, 1]
-        out_status[pairs[first, 0]] = OK
+        voted = codes[votes] - codes[votes].min()
+        span = int(voted.max()) + 1
+        keys, counts = np.unique(sample * span + voted, return_counts=True)
+        owners, classes = keys // span, keys % span + codes[votes].min()
+        order = np.lexsort((classes, -counts, owners))
+        first = order[np.r_[True, owners[order][1:] != owners[order][:-1]]]
+        result[owners[first]] = classes[first]
+        out_status[owners[first]] = OK
     return result, out_status.astype(np.uint8)
 
 
@@ -109,7 +110,12 @@ def _describe(
 ) -> tuple[np.ndarray, np.ndarray]:
     if method == "centre":
         return raster.lookup(archive["lon"].to_numpy(float), archive["lat"].to_numpy(float))
-    return majority_codes(raster, archive.geometry.to_numpy())
+    geometry = archive.geometry.to_numpy()
+    parts = [
+        majority_codes(raster, geometry[start : start + _MAJORITY_CHUNK])
+        for start in range(0, len(geometry), _MAJORITY_CHUNK)
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def add_descriptors(

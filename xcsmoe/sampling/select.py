@@ -142,6 +142,15 @@ def select_genetic(
             expected("settings", "GAConfig fields", sorted(settings), str(error))
         ) from error
     strata = plan_strata(archive, per_stratum=per_stratum, stratum_column=stratum_column)
+    if config.max_candidates <= per_stratum:
+        raise ConfigError(
+            expected(
+                "max_candidates",
+                f"more than per_stratum ({per_stratum})",
+                config.max_candidates,
+                "Raise max_candidates (e.g. 20 × per_stratum).",
+            )
+        )
     started = time.perf_counter()
     rows, logs = _execute(
         select_stratum,

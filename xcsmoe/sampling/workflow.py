@@ -25,7 +25,16 @@ __all__ = ["Comparison", "compare_selections", "peak_rss_mib", "stage"]
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB."""
+    """Peak resident memory of this process so far, MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (``ru_maxrss`` would carry the parent's
+    peak into freshly started worker processes); elsewhere ``ru_maxrss``.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
