@@ -33,8 +33,8 @@ from xcsmoe.errors import ConfigError, MissingBandError, expected
 __all__ = [
     "S1",
     "S2",
-    "SENSORS",
     "S2_OFFSET_BASELINE",
+    "SENSORS",
     "SensorSpec",
     "db_to_linear",
     "linear_to_db",

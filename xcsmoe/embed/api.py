@@ -84,7 +84,7 @@ def embed(
             with two sensors the per-sensor features are concatenated (S1 first).
         output: any of ``"cls"``, ``"tokens"``.
         window: model window W in pixels (multiple of P; default the model's image
-            size). Position embeddings are resampled to W/P × W/P tokens.
+            size). The sin-cos position embeddings are recomputed for W/P × W/P tokens.
         edge: ``"pad"`` (partial edge windows, NaN-padded, see ``valid_fraction``) or
             ``"drop"`` (crop to whole windows).
         batch_size: windows per forward pass.

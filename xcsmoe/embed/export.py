@@ -123,9 +123,13 @@ def plot_embedding_pca(
     )
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(np.nan_to_num(rgb, nan=0.0), extent=extent, interpolation="nearest")
-    ax.set_title(title or f"{emb.attrs.get('model', 'CSMoE')} tokens, PCA → RGB")
-    ax.set_xlabel(f"x ({tokens.odc.crs})")
-    ax.set_ylabel("y")
+    crs = tokens.odc.crs
+    crs_name = f"EPSG:{crs.epsg}" if crs is not None and crs.epsg else "native CRS"
+    ax.set_title(title or f"{emb.attrs.get('model', 'CSMoE')} tokens, PCA → RGB", fontsize=9)
+    ax.set_xlabel(f"x [m, {crs_name}]")
+    ax.set_ylabel(f"y [m, {crs_name}]")
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.tick_params(labelsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,9 @@ def split_sensors(items: list[pystac.Item]) -> tuple[list[pystac.Item], list[pys
     s2, s1 = [], []
     for item in items:
         platform = str(item.properties.get("platform", "")).lower()
-        is_sar = platform.startswith("sentinel-1") or any(k.startswith("sar:") for k in item.properties)
+        is_sar = platform.startswith("sentinel-1") or any(
+            k.startswith("sar:") for k in item.properties
+        )
         (s1 if is_sar else s2).append(item)
     return s2, s1
 
@@ -100,16 +102,25 @@ def run_sample_job(
                 **options,
             )  # fmt: skip
             emb = xr.open_zarr(store, consolidated=False).load()
-            pca = plot_embedding_pca(emb, out / "maps" / f"{item.id}_pca.png", title=f"{item.id} (PCA of tokens)")
+            pca = plot_embedding_pca(
+                emb, out / "maps" / f"{item.id}_pca.png", title=f"{item.id} (PCA of tokens)"
+            )
             usage = expert_usage(cube, patch, sensor="s2", **options).compute()
-            usage_png = plot_dominant_expert(usage, out / "maps" / f"{item.id}_experts.png", title=item.id)
+            usage_png = plot_dominant_expert(
+                usage, out / "maps" / f"{item.id}_experts.png", title=item.id
+            )
             table = cls_table(emb)
             table.insert(1, "item_id", item.id)
             tables.append(table)
             results.append(CubeResult(item.id, str(store), str(pca), str(usage_png), len(table)))
     parquet = out / "cls_embeddings.parquet"
     pd.concat(tables, ignore_index=True).to_parquet(parquet)
-    summary = {"model": model, "weights": weights, "window": window, "cubes": [asdict(r) for r in results]}
+    summary = {
+        "model": model,
+        "weights": weights,
+        "window": window,
+        "cubes": [asdict(r) for r in results],
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(results)} Zarr stores, {2 * len(results)} maps and {parquet}")
     if weights == RANDOM_WEIGHTS:
@@ -128,9 +139,15 @@ def plot_dominant_expert(usage: xr.DataArray, path: Path, *, title: str) -> Path
     dominant = dominant.isel(time=0) if "time" in dominant.dims else dominant
     experts = usage.sizes["expert"]
     fig, ax = plt.subplots(figsize=(5, 4.3))
-    image = ax.imshow(dominant.values, cmap="tab10", vmin=-0.5, vmax=experts - 0.5, interpolation="nearest")
+    image = ax.imshow(
+        dominant.values, cmap="tab10", vmin=-0.5, vmax=experts - 0.5, interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, ticks=range(experts), label="dominant expert")
-    ax.set_title(f"{title}: dominant expert, layer {usage.attrs.get('layer')}")
+    layer = usage.attrs.get("layer")
+    ax.set_title(
+        f"{title}\ndominant {usage.attrs.get('sensor', '').upper()} expert, Soft MoE layer {layer}",
+        fontsize=9,
+    )
     ax.set_axis_off()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

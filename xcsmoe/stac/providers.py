@@ -203,9 +203,7 @@ def collection_config(
         providers = [provider_config(provider)]
     else:
         providers = [provider_config(p) for p in list_providers()]
-    candidates = [
-        p.collections[collection_id] for p in providers if collection_id in p.collections
-    ]
+    candidates = [p.collections[collection_id] for p in providers if collection_id in p.collections]
     if not candidates:
         known = sorted({c for p in providers for c in p.collections})
         raise UnknownCollectionError(

@@ -31,10 +31,10 @@ __all__ = ["S1_COLLECTION", "S2_COLLECTION", "build_example_catalog", "example_c
 
 S2_COLLECTION = "bigearthnet-s2"
 S1_COLLECTION = "bigearthnet-s1"
-_VERSION = "1"
+_VERSION = "2"
 _LICENSE = "CDLA-Permissive-1.0"  # BigEarthNet licence
 _EXT = {
-    "proj": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "sar": "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
@@ -119,8 +119,9 @@ def item_files(catalog: pystac.Catalog | str | os.PathLike[str]) -> list[Path]:
 
 def _catalog() -> pystac.Catalog:
     s2_dir, s1_dir = _patch_folders()
-    cloudy, snowy = _patch_list("patches_with_cloud_and_shadow"), _patch_list(
-        "patches_with_seasonal_snow"
+    cloudy, snowy = (
+        _patch_list("patches_with_cloud_and_shadow"),
+        _patch_list("patches_with_seasonal_snow"),
     )
     s2_items = [_s2_item(d, cloudy, snowy) for d in sorted(s2_dir.iterdir()) if d.is_dir()]
     s1_items = [_s1_item(d) for d in sorted(s1_dir.iterdir()) if d.is_dir()]
@@ -166,7 +167,7 @@ def _grid(tif: Path) -> dict[str, Any]:
 
 
 def _footprint(grid: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
-    geom = box(*grid["bounds"], f"EPSG:{grid['epsg']}").to_crs("EPSG:4326", resolution=0.0005)
+    geom = box(*grid["bounds"], f"EPSG:{grid['epsg']}").to_crs("EPSG:4326", resolution=400)
     return geom.json, list(geom.boundingbox)
 
 
@@ -186,7 +187,7 @@ def _asset(tif: Path, grid: dict[str, Any], raster: dict[str, Any], **extra: Any
 
 def _item(name: str, grid: dict[str, Any], when: dt.datetime, props: dict[str, Any]) -> pystac.Item:
     geometry, bbox = _footprint(grid)
-    item = pystac.Item(name, geometry, bbox, when, {**props, "proj:epsg": grid["epsg"]})
+    item = pystac.Item(name, geometry, bbox, when, {**props, "proj:code": f"EPSG:{grid['epsg']}"})
     return item
 
 
