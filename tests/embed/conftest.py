@@ -42,6 +42,34 @@ def synthetic_cube(
     return ds.chunk({"time": 1, "y": chunks, "x": chunks}) if chunks else ds
 
 
+def forward_window(model, normalised: xr.Dataset, row: int, col: int, window: int, sensors):
+    """The model on one window of a (time-less, normalised) cube, by hand: slice, NaN → 0,
+    zero-pad past the edge, forward. Returns cls (D,) and tokens (D, g, g), sensors concatenated."""
+    import torch
+
+    inputs = {}
+    for sensor, names in (("s1", S1_VARIABLES), ("s2", S2_VARIABLES)):
+        if sensor not in sensors:
+            continue
+        pixels = np.stack([normalised[n].values for n in names])
+        part = pixels[:, row * window : (row + 1) * window, col * window : (col + 1) * window]
+        padded = np.zeros((len(names), window, window), dtype=np.float32)
+        padded[:, : part.shape[1], : part.shape[2]] = np.nan_to_num(part, nan=0.0)
+        inputs[sensor] = torch.from_numpy(padded)[None]
+    with torch.inference_mode():
+        out = model.forward_features(**inputs)
+    cls = torch.cat([out.cls[s] for s in sensors], -1)[0].numpy()
+    tokens = torch.cat([out.tokens[s] for s in sensors], -1)[0].numpy()
+    g = window // model.config.patch_size
+    return cls, tokens.reshape(g, g, -1).transpose(2, 0, 1)
+
+
+@pytest.fixture(scope="session")
+def direct_forward():
+    """:func:`forward_window`, the reference every embedding is compared with."""
+    return forward_window
+
+
 @pytest.fixture
 def cube() -> xr.Dataset:
     return synthetic_cube()

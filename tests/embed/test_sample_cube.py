@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import xcsmoe
-from xcsmoe.embed.plan import S1_VARIABLES, S2_VARIABLES
 
 WINDOW = 64
 
@@ -22,14 +21,16 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_cube(stac_api_url, sample_items):
     s2_item = sample_items["s2"][0]
-    s2 = xcsmoe.search(stac_api_url, collections=[s2_item.collection_id], intersects=s2_item.geometry)
+    s2 = xcsmoe.search(
+        stac_api_url, collections=[s2_item.collection_id], intersects=s2_item.geometry
+    )
     s1_collection = sample_items["s1"][0].collection_id
     s1 = xcsmoe.search(stac_api_url, collections=[s1_collection], intersects=s2_item.geometry)
     s2 = [item for item in s2 if item.id == s2_item.id]
     return xcsmoe.load_cube(s2, s1, chunks={"x": WINDOW, "y": WINDOW})
 
 
-def test_sample_cube_embeds_lazily_on_the_exact_grid(sample_cube, checkpoint):
+def test_sample_cube_embeds_lazily_on_the_exact_grid(sample_cube, checkpoint, direct_forward):
     emb = sample_cube.csmoe.embed(patch=16, model="csmoe_tiny", weights=checkpoint, window=WINDOW)
     assert emb.tokens.chunks is not None  # lazy
     assert emb.tokens.odc.geobox == sample_cube.odc.geobox.zoom_out(16)
@@ -41,19 +42,8 @@ def test_sample_cube_embeds_lazily_on_the_exact_grid(sample_cube, checkpoint):
     normalised = xcsmoe.normalise(sample_cube).isel(time=0)
     g = WINDOW // 16
     for row, col in [(0, 0), (1, 1)]:
-        inputs = {}
-        for sensor, names in (("s1", S1_VARIABLES), ("s2", S2_VARIABLES)):
-            pixels = np.stack([normalised[n].values for n in names])
-            window = np.zeros((len(names), WINDOW, WINDOW), dtype=np.float32)
-            part = pixels[:, row * WINDOW : (row + 1) * WINDOW, col * WINDOW : (col + 1) * WINDOW]
-            window[:, : part.shape[1], : part.shape[2]] = np.nan_to_num(part, nan=0.0)
-            inputs[sensor] = torch.from_numpy(window)[None]
-        with torch.inference_mode():
-            out = model.forward_features(**inputs)
-        cls = torch.cat([out.cls["s1"], out.cls["s2"]], -1)[0].numpy()
+        cls, tokens = direct_forward(model, normalised, row, col, WINDOW, ("s1", "s2"))
         np.testing.assert_allclose(values.cls.values[0, :, row, col], cls, atol=1e-5)
-        tokens = torch.cat([out.tokens["s1"], out.tokens["s2"]], -1)[0].numpy()
-        tokens = tokens.reshape(g, g, -1).transpose(2, 0, 1)
         grid = values.tokens.values[0, :, row * g : (row + 1) * g, col * g : (col + 1) * g]
         np.testing.assert_allclose(grid, tokens[:, : grid.shape[1], : grid.shape[2]], atol=1e-5)
     assert values.valid_fraction.values[0, 1, 1] == pytest.approx((120 - 64) ** 2 / 64**2)

@@ -152,18 +152,22 @@ def embedding_graph(
     dtype: str | None = None,
     normalise: bool = True,
     gpu_resources: bool = False,
+    routing_layer: int | None = None,
 ) -> EmbeddingGraph:
-    """Plan and build (lazily) the embedding run of :func:`embed`."""
+    """Plan and build (lazily) the run of :func:`embed`, or of :func:`expert_usage` when
+    ``routing_layer`` is given (then ``sensors`` must name one sensor)."""
     prepared = _prepare(
         ds, patch, model=model, weights=weights, sensors=sensors, window=window, edge=edge,
         chunks=chunks, seed=seed,
     )  # fmt: skip
-    head = Head(
-        kind="embedding",
-        sensors=prepared.plan.sensors,
-        grid=prepared.plan.grid_per_window,
-        dim=prepared.config.embed_dim,
-    )
+    plan, config = prepared.plan, prepared.config
+    if routing_layer is None:
+        head = Head("embedding", plan.sensors, plan.grid_per_window, config.embed_dim)
+    else:
+        head = Head(
+            "routing", plan.sensors, plan.grid_per_window, config.num_experts,
+            routing_sensor=plan.sensors[0], routing_layer=routing_layer,
+        )  # fmt: skip
     packed = _run(prepared, head, batch_size, device, dtype, normalise, gpu_resources)
     return EmbeddingGraph(prepared, head, packed)
 
@@ -193,20 +197,15 @@ def expert_usage(
     ``expert``, with coordinate ``dominant_expert`` ``(time, y, x)`` (-1 where no valid
     pixel).
     """
-    prepared = _prepare(
+    if sensor not in ("s1", "s2"):
+        raise ConfigError(expected("sensor", '"s1" or "s2"', sensor))
+    graph = embedding_graph(
         ds, patch, model=model, weights=weights, sensors=sensor, window=window, edge=edge,
-        chunks=chunks, seed=seed,
+        chunks=chunks, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
+        normalise=normalise, routing_layer=layer,
     )  # fmt: skip
-    plan, config = prepared.plan, prepared.config
-    head = Head(
-        kind="routing",
-        sensors=plan.sensors,
-        grid=plan.grid_per_window,
-        dim=config.num_experts,
-        routing_sensor=sensor,
-        routing_layer=layer,
-    )
-    packed = _run(prepared, head, batch_size, device, dtype, normalise, False)
+    prepared, plan, packed = graph.prepared, graph.plan, graph.packed
+    config, head = prepared.config, graph.head
     token_shape = plan.token_geobox.shape
     share = unpack(packed, head.layout, "expert_share")[:, :, : token_shape.y, : token_shape.x]
     coords = {k: v for k, v in _coords(prepared).items() if k not in CLS_DIMS}

@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-import pystac
-import shapely.geometry
 import xarray as xr
 
 from xcsmoe.embed.batch import embed_to_zarr
@@ -44,24 +42,6 @@ class CubeResult:
     windows: int
 
 
-def split_sensors(items: list[pystac.Item]) -> tuple[list[pystac.Item], list[pystac.Item]]:
-    """Sentinel-2 and Sentinel-1 items of a catalog, by platform / SAR properties."""
-    s2, s1 = [], []
-    for item in items:
-        platform = str(item.properties.get("platform", "")).lower()
-        is_sar = platform.startswith("sentinel-1") or any(
-            k.startswith("sar:") for k in item.properties
-        )
-        (s1 if is_sar else s2).append(item)
-    return s2, s1
-
-
-def partners(item: pystac.Item, candidates: list[pystac.Item]) -> list[pystac.Item]:
-    """Candidates whose footprint overlaps ``item``'s."""
-    footprint = shapely.geometry.shape(item.geometry)
-    return [c for c in candidates if shapely.geometry.shape(c.geometry).intersects(footprint)]
-
-
 def run_sample_job(
     out: str | Path,
     *,
@@ -76,14 +56,13 @@ def run_sample_job(
 
     from xcsmoe.embed.api import expert_usage, model_config
     from xcsmoe.stac.load import load_cube
-    from xcsmoe.stac.sample_catalog import example_catalog
+    from xcsmoe.stac.sample_catalog import example_catalog, iter_pairs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if weights == RANDOM_WEIGHTS:
         print(RANDOM_WEIGHTS_BANNER)
     catalog = example_catalog(out / "catalog")
-    s2_items, s1_items = split_sensors(list(catalog.get_items(recursive=True)))
     patch = model_config(model).patch_size
     options = dict(model=model, weights=weights, window=window)
     results, tables = [], []
@@ -93,8 +72,8 @@ def run_sample_job(
         ) as cluster,
         Client(cluster) as client,
     ):
-        for item in sorted(s2_items, key=lambda i: i.id):
-            cube = load_cube([item], partners(item, s1_items), chunks={"x": window, "y": window})
+        for item, s1_item in iter_pairs(catalog):
+            cube = load_cube([item], [s1_item], chunks={"x": window, "y": window})
             store = out / "embeddings" / f"{item.id}.zarr"
             print(f"{item.id}: cube {dict(cube.sizes)} → {store}")
             embed_to_zarr(
