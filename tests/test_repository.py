@@ -29,3 +29,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_public_api_resolves_every_name():
     for name in xcsmoe.__all__:
         assert getattr(xcsmoe, name) is not None, name
+
+
+def test_all_lists_exactly_the_lazy_exports():
+    assert set(xcsmoe.__all__) == {"__version__", "errors", *xcsmoe._EXPORTS}

@@ -51,7 +51,39 @@ _EXPORTS: dict[str, str] = {
     "plot_selection": "xcsmoe.sampling.plots",
 }
 
-__all__ = ["__version__", "errors", *sorted(_EXPORTS)]
+__all__ = [
+    "S1",
+    "S2",
+    "CSMoE",
+    "CSMoEConfig",
+    "CSMoEForPretraining",
+    "SensorSpec",
+    "SoftMoE",
+    "__version__",
+    "add_descriptors",
+    "archive_from_items",
+    "cls_to_geoparquet",
+    "create_model",
+    "embed",
+    "embed_to_zarr",
+    "errors",
+    "example_catalog",
+    "expert_usage",
+    "list_models",
+    "load_checkpoint",
+    "load_cube",
+    "majortom_archive",
+    "model_figures",
+    "normalise",
+    "plot_embedding_pca",
+    "plot_selection",
+    "provider_config",
+    "save_checkpoint",
+    "search",
+    "select_genetic",
+    "select_random",
+    "selection_statistics",
+]
 
 
 def __getattr__(name: str) -> Any:
