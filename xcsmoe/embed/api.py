@@ -14,7 +14,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
@@ -31,16 +30,9 @@ from xcsmoe.embed.execute import (
 from xcsmoe.embed.plan import Edge, EmbedPlan, plan_embedding
 from xcsmoe.embed.runtime import ModelSpec, model_spec
 from xcsmoe.errors import ConfigError, CRSError, InputError, expected
+from xcsmoe.model.registry import model_config
 
 OUTPUTS = ("cls", "tokens")
-
-
-def model_config(name: str) -> Any:
-    """A registry model's config, without allocating its weights."""
-    from xcsmoe.model.registry import create_model
-
-    with torch.device("meta"):
-        return create_model(name).config
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ def run_sample_job(
     """Run the whole sample job into ``out`` and return what it wrote."""
     from distributed import Client, LocalCluster
 
-    from xcsmoe.embed.api import expert_usage, model_config
+    from xcsmoe.embed.api import expert_usage
+    from xcsmoe.model.registry import model_config
     from xcsmoe.stac.load import load_cube
     from xcsmoe.stac.sample_catalog import example_catalog, iter_pairs
 
