@@ -31,8 +31,8 @@ from odc.geo.xr import xr_coords
 
 import xcsmoe  # noqa: F401  (registers ds.csmoe)
 from xcsmoe.embed.batch import embed_to_zarr
-from xcsmoe.embed.plan import S2_VARIABLES
 from xcsmoe.embed.runtime import build_model, cached_model, model_spec
+from xcsmoe.sensors import S2
 
 
 def lazy_cube(height: int, width: int, *, chunk: int, seed: int = 0) -> xr.Dataset:
@@ -50,7 +50,7 @@ def lazy_cube(height: int, width: int, *, chunk: int, seed: int = 0) -> xr.Datas
             ("time", "y", "x"),
             state.standard_normal((1, height, width), chunks=(1, chunk, chunk)).astype(np.float32),
         )
-        for name in S2_VARIABLES
+        for name in S2.bands
     }
     return xr.Dataset(data, coords=coords)
 
@@ -69,7 +69,7 @@ def xarray_vs_bare(model: str, window: int, windows: int, batch: int) -> dict:
     cube = lazy_cube(side, side, chunk=side).persist()
     kwargs = dict(model=model, weights="random", window=window, normalise=False, batch_size=batch)
     network = build_model(model_spec(model, "random"))
-    pixels = np.stack([cube[b].values[0] for b in S2_VARIABLES])  # (10, side, side)
+    pixels = np.stack([cube[b].values[0] for b in S2.bands])  # (10, side, side)
     tiles = pixels.reshape(10, windows, window, windows, window).transpose(1, 3, 0, 2, 4)
     tiles = torch.from_numpy(np.ascontiguousarray(tiles.reshape(-1, 10, window, window)))
 

@@ -13,7 +13,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from xcsmoe.embed.plan import S1_VARIABLES, S2_VARIABLES
+from xcsmoe.sensors import S1, S2
 
 TINY = "csmoe_tiny"
 
@@ -36,7 +36,7 @@ def synthetic_cube(
     coords["time"] = pd.date_range("2021-06-01", periods=times, freq="5D").values
     data = {
         name: (("time", "y", "x"), rng.standard_normal((times, height, width), dtype=np.float32))
-        for name in S1_VARIABLES + S2_VARIABLES
+        for name in S1.bands + S2.bands
     }
     ds = xr.Dataset(data, coords=coords)
     return ds.chunk({"time": 1, "y": chunks, "x": chunks}) if chunks else ds
@@ -48,7 +48,7 @@ def forward_window(model, normalised: xr.Dataset, row: int, col: int, window: in
     import torch
 
     inputs = {}
-    for sensor, names in (("s1", S1_VARIABLES), ("s2", S2_VARIABLES)):
+    for sensor, names in (("s1", S1.bands), ("s2", S2.bands)):
         if sensor not in sensors:
             continue
         pixels = np.stack([normalised[n].values for n in names])

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from odc.geo.geobox import GeoBox
 
-from xcsmoe.embed.plan import S1_VARIABLES, S2_VARIABLES, plan_embedding, windows_per_chunk
+from xcsmoe.embed.plan import plan_embedding, windows_per_chunk
 from xcsmoe.errors import ConfigError, CRSError, GridError, InputError, MissingBandError
+from xcsmoe.sensors import S1, S2
 
 UTM = "EPSG:32633"
-ALL = S1_VARIABLES + S2_VARIABLES
+ALL = S1.bands + S2.bands
 FLOATS = {name: np.dtype("float32") for name in ALL}
 
 
@@ -55,18 +56,18 @@ def test_drop_crops_to_whole_windows():
 
 
 def test_sensors_auto_and_explicit():
-    assert plan(variables=S2_VARIABLES).sensors == ("s2",)
-    assert plan(variables=S1_VARIABLES).sensors == ("s1",)
-    assert plan(sensors="s2").variables == S2_VARIABLES
+    assert plan(variables=S2.bands).sensors == ("s2",)
+    assert plan(variables=S1.bands).sensors == ("s1",)
+    assert plan(sensors="s2").variables == S2.bands
     assert plan(sensors=["s2", "s1"]).sensors == ("s1", "s2")
 
 
 def test_missing_band_is_named():
-    variables = tuple(v for v in S2_VARIABLES if v != "B8A")
+    variables = tuple(v for v in S2.bands if v != "B8A")
     with pytest.raises(MissingBandError, match="B8A"):
         plan(variables=variables)
     with pytest.raises(MissingBandError, match="vh"):
-        plan(variables=("vv", *S2_VARIABLES), sensors="s1+s2")
+        plan(variables=("vv", *S2.bands), sensors="s1+s2")
 
 
 def test_patch_and_window_must_fit_the_model():

@@ -196,17 +196,15 @@ def expert_usage(
         chunks=chunks, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
         normalise=normalise, routing_layer=layer,
     )  # fmt: skip
-    prepared, plan, packed = graph.prepared, graph.plan, graph.packed
-    config, head = prepared.config, graph.head
-    token_shape = plan.token_geobox.shape
-    share = unpack(packed, head.layout, "expert_share")[:, :, : token_shape.y, : token_shape.x]
+    prepared, config = graph.prepared, graph.prepared.config
+    share = unpack(graph.packed, graph.head.layout, "expert_share", graph.token_shape)
     coords = {k: v for k, v in _coords(prepared).items() if k not in CLS_DIMS}
     usage = xr.DataArray(
         share, dims=("time", "expert", "y", "x"), coords=coords, name="expert_share"
     ).assign_coords(expert=np.arange(config.num_experts))
     dominant = usage.fillna(-1.0).argmax("expert").where(usage.notnull().all("expert"), -1)
     usage = usage.assign_coords(dominant_expert=dominant.astype(np.int16))
-    usage.attrs.update(_attrs(plan, prepared.spec), layer=layer, sensor=sensor)
+    usage.attrs.update(_attrs(graph.plan, prepared.spec), layer=layer, sensor=sensor)
     return usage if prepared.has_time else usage.isel(time=0, drop=True)
 
 
@@ -229,9 +227,10 @@ def _prepare(
     config = model_config(name)
     geobox = _geobox(ds)
     has_time = "time" in ds.dims
-    chunk_pair = chunks if isinstance(chunks, tuple) else (chunks, chunks)
     if chunks is None:
         chunk_pair = _existing_chunks(ds, geobox)
+    else:
+        chunk_pair = chunks if isinstance(chunks, tuple) else (chunks, chunks)
     plan = plan_embedding(
         variables=list(ds.data_vars),
         dtypes={k: v.dtype for k, v in ds.data_vars.items()},

@@ -183,11 +183,14 @@ def packed_array(
         )
 
 
-def unpack(packed: da.Array, layout: PackedLayout, name: str) -> da.Array:
-    """One field of the packed array, channels first.
+def unpack(
+    packed: Any, layout: PackedLayout, name: str, token_shape: tuple[int, int] | None = None
+) -> Any:
+    """One field of the packed array (lazy, or one computed block), channels first.
 
     Vector fields ``(width,)`` → ``(T, width, rows, cols)``; grid fields ``(g, g, d)`` →
-    ``(T, d, rows*g, cols*g)`` (tokens stitched back into one image).
+    ``(T, d, rows*g, cols*g)``: tokens stitched back into one image, then cropped to
+    ``token_shape`` (the token grid), which removes the padding of partial edge windows.
     """
     if name == "valid_fraction":
         return packed[..., 0]
@@ -198,7 +201,10 @@ def unpack(packed: da.Array, layout: PackedLayout, name: str) -> da.Array:
         return values.transpose(0, 3, 1, 2)
     g, _, d = field.shape
     grid = values.reshape((t, rows, cols, g, g, d))
-    return grid.transpose(0, 5, 1, 3, 2, 4).reshape((t, d, rows * g, cols * g))
+    image = grid.transpose(0, 5, 1, 3, 2, 4).reshape((t, d, rows * g, cols * g))
+    if token_shape is None:
+        return image
+    return image[:, :, : token_shape[0], : token_shape[1]]
 
 
 def unpack_variables(
@@ -207,14 +213,10 @@ def unpack_variables(
     token_shape: tuple[int, int],
     output: Sequence[str],
 ) -> dict[str, tuple[tuple[str, ...], Any]]:
-    """The public variables of ``packed`` (lazy dask array or one computed numpy block).
-
-    ``tokens`` are cropped to ``token_shape`` (rows, cols) — the token grid — which
-    removes the padding of partial edge windows.
-    """
+    """The public variables of ``packed`` (lazy dask array or one computed numpy block)."""
     out: dict[str, tuple[tuple[str, ...], Any]] = {}
     if "tokens" in output:
-        tokens = unpack(packed, layout, "tokens")[:, :, : token_shape[0], : token_shape[1]]
+        tokens = unpack(packed, layout, "tokens", token_shape)
         out["tokens"] = (("time", "embedding", "y", "x"), tokens)
     if "cls" in output:
         out["cls"] = (("time", "embedding", *CLS_DIMS), unpack(packed, layout, "cls"))

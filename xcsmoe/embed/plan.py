@@ -28,12 +28,10 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 
 from xcsmoe.errors import ConfigError, CRSError, GridError, InputError, MissingBandError, expected
+from xcsmoe.sensors import S1, S2, SENSORS
 
-S1_VARIABLES: tuple[str, ...] = ("vv", "vh")
-S2_VARIABLES: tuple[str, ...] = (
-    "B02", "B03", "B04", "B08", "B05", "B06", "B07", "B11", "B12", "B8A",
-)  # fmt: skip
-SENSOR_VARIABLES: dict[str, tuple[str, ...]] = {"s1": S1_VARIABLES, "s2": S2_VARIABLES}
+SENSOR_VARIABLES: dict[str, tuple[str, ...]] = {name: spec.bands for name, spec in SENSORS.items()}
+"""Cube variables of each sensor in model channel order (from :mod:`xcsmoe.sensors`)."""
 
 Edge = Literal["pad", "drop"]
 DEFAULT_CHUNK_PIXELS = 1024
@@ -104,7 +102,7 @@ def select_sensors(variables: Sequence[str], sensors: str | Sequence[str]) -> tu
             raise MissingBandError(
                 expected(
                     "ds",
-                    "all Sentinel-2 bands " + " ".join(S2_VARIABLES) + " and/or Sentinel-1 vv vh",
+                    f"all Sentinel-2 bands {' '.join(S2.bands)} and/or Sentinel-1 {' '.join(S1.bands)}",
                     f"variables {sorted(present)}" + (f" (missing {partial})" if partial else ""),
                     "Load the cube with xcsmoe.load_cube or rename variables to these names.",
                 )

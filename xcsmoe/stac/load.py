@@ -34,7 +34,7 @@ from odc.geo.geobox import GeoBox
 from odc.stac import load as odc_load
 
 from xcsmoe.errors import ConfigError, GridError, expected
-from xcsmoe.sensors import S1, S2
+from xcsmoe.sensors import SENSORS
 from xcsmoe.stac.plan import CubePlan, GroupKey, SensorPlan, plan_cube
 from xcsmoe.stac.providers import ProviderConfig
 
@@ -144,7 +144,7 @@ def _as_float32(ds: xr.Dataset, sensor: SensorPlan) -> xr.Dataset:
     float32 and masking afterwards, and it masks pixels that odc-stac copies verbatim
     (same grid) as well as those it resamples.
     """
-    spec = S1 if sensor.sensor == "s1" else S2
+    spec = SENSORS[sensor.sensor]
     to_linear = sensor.sensor == "s1" and sensor.config.units == "dB"
     converted = {}
     for name in sensor.bands:
