@@ -30,8 +30,8 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
 import xcsmoe  # noqa: F401  (registers ds.csmoe)
-from xcsmoe.embed.batch import embed_to_zarr
-from xcsmoe.embed.runtime import build_model, cached_model, model_spec
+from xcsmoe.embedding.batch import embed_to_zarr
+from xcsmoe.embedding.runtime import build_model, cached_model, model_spec
 from xcsmoe.sensors import S2
 
 

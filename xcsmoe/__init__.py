@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from xcsmoe import errors
-from xcsmoe.embed import accessor as _accessor  # noqa: F401  (registers ds.csmoe)
+from xcsmoe.embedding import accessor as _accessor  # noqa: F401  (registers ds.csmoe)
 
 __version__ = "0.1.0"
 
@@ -36,11 +36,11 @@ _EXPORTS: dict[str, str] = {
     "search": "xcsmoe.stac.search",
     "load_cube": "xcsmoe.stac.load",
     # embeddings
-    "embed": "xcsmoe.embed.api",
-    "expert_usage": "xcsmoe.embed.api",
-    "embed_to_zarr": "xcsmoe.embed.batch",
-    "cls_to_geoparquet": "xcsmoe.embed.export",
-    "plot_embedding_pca": "xcsmoe.embed.export",
+    "embed": "xcsmoe.embedding.api",
+    "expert_usage": "xcsmoe.embedding.api",
+    "embed_to_zarr": "xcsmoe.embedding.batch",
+    "cls_to_geoparquet": "xcsmoe.embedding.export",
+    "plot_embedding_pca": "xcsmoe.embedding.export",
     # sampling
     "archive_from_items": "xcsmoe.sampling.archive",
     "majortom_archive": "xcsmoe.sampling.archive",
@@ -100,9 +100,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from xcsmoe.embed.api import embed, expert_usage
-    from xcsmoe.embed.batch import embed_to_zarr
-    from xcsmoe.embed.export import cls_to_geoparquet, plot_embedding_pca
+    from xcsmoe.embedding.api import embed, expert_usage
+    from xcsmoe.embedding.batch import embed_to_zarr
+    from xcsmoe.embedding.export import cls_to_geoparquet, plot_embedding_pca
     from xcsmoe.model.checkpoint import load_checkpoint, save_checkpoint
     from xcsmoe.model.config import CSMoEConfig
     from xcsmoe.model.encoder import CSMoE

@@ -13,7 +13,7 @@ import sys
 _COMMAND_MODULES = (
     "xcsmoe.model.cli",
     "xcsmoe.stac.cli",
-    "xcsmoe.embed.cli",
+    "xcsmoe.embedding.cli",
     "xcsmoe.sampling.cli",
 )
 

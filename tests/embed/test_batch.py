@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 from distributed import Client, LocalCluster
 
-from xcsmoe.embed.batch import MARKER, embed_to_zarr
+from xcsmoe.embedding.batch import MARKER, embed_to_zarr
 from xcsmoe.errors import ConfigError
 
 TINY = "csmoe_tiny"
@@ -112,7 +112,7 @@ def test_killing_a_worker_mid_job_still_gives_identical_output(client, big_job, 
 
 INTERRUPTED_JOB = """
 import sys, xarray as xr
-from xcsmoe.embed.batch import embed_to_zarr
+from xcsmoe.embedding.batch import embed_to_zarr
 
 if __name__ == "__main__":  # worker processes are spawned: guard the job
     ds = xr.open_zarr(sys.argv[1], consolidated=False)

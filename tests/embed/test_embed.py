@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 from dask.callbacks import Callback
 
-from xcsmoe.embed.runtime import build_model, model_spec
+from xcsmoe.embedding.runtime import build_model, model_spec
 from xcsmoe.errors import ConfigError, CRSError, GridError, WeightsRequiredError
 
 TINY = "csmoe_tiny"

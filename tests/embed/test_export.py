@@ -8,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 import xcsmoe
-from xcsmoe.embed.export import cls_table, pca_rgb
+from xcsmoe.embedding.export import cls_table, pca_rgb
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from odc.geo.geobox import GeoBox
 
-from xcsmoe.embed.plan import plan_embedding, windows_per_chunk
+from xcsmoe.embedding.plan import plan_embedding, windows_per_chunk
 from xcsmoe.errors import ConfigError, CRSError, GridError, InputError, MissingBandError
 from xcsmoe.sensors import S1, S2
 

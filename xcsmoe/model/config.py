@@ -26,6 +26,10 @@ class CSMoEConfig:
     patch_size: int = 16
     in_chans_s1: int = 2
     in_chans_s2: int = 10
+    # Input channel order of each patch embedding, as cube variable names. It belongs to
+    # the model and its checkpoint: CSMAE's released code stacks S1 as VH, VV.
+    s1_bands: tuple[str, ...] = ("vv", "vh")
+    s2_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B11", "B12", "B8A")
     embed_dim: int = 768
     num_heads: int = 12
     depth_specific: int = 4
@@ -69,6 +73,8 @@ class CSMoEConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(expected(name, "an int >= 0", value))
+        for sensor in ("s1", "s2"):
+            self._check_bands(sensor)
         if self.depth_specific + self.depth_shared == 0:
             raise ConfigError(
                 expected("depth_specific + depth_shared", "at least one encoder layer", 0)
@@ -108,6 +114,29 @@ class CSMoEConfig:
                 expected("temperature/mlp_ratio", "> 0", (self.temperature, self.mlp_ratio))
             )
 
+    def _check_bands(self, sensor: str) -> None:
+        from xcsmoe.sensors import SENSORS
+
+        name = f"{sensor}_bands"
+        bands = getattr(self, name)
+        if isinstance(bands, list):  # from JSON
+            object.__setattr__(self, name, tuple(bands))
+            bands = tuple(bands)
+        known = set(SENSORS[sensor].bands)
+        if (
+            not isinstance(bands, tuple)
+            or len(bands) != self.in_chans(sensor)
+            or len(set(bands)) != len(bands)
+            or not set(bands) <= known
+        ):
+            raise ConfigError(
+                expected(
+                    name,
+                    f"{self.in_chans(sensor)} distinct band names among {sorted(known)}",
+                    bands,
+                )
+            )
+
     # ------------------------------------------------------------------ derived
     @property
     def grid_size(self) -> int:
@@ -129,6 +158,10 @@ class CSMoEConfig:
 
     def in_chans(self, sensor: str) -> int:
         return {"s1": self.in_chans_s1, "s2": self.in_chans_s2}[sensor]
+
+    def bands(self, sensor: str) -> tuple[str, ...]:
+        """Cube variable names in the order ``sensor``'s patch embedding expects them."""
+        return {"s1": self.s1_bands, "s2": self.s2_bands}[sensor]
 
     # ------------------------------------------------------------------ (de)serialise
     def replace(self, **overrides: Any) -> CSMoEConfig:

@@ -21,6 +21,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
     "csmae_p15": {
         "img_size": 120,
         "patch_size": 15,
+        "s1_bands": ("vh", "vv"),  # CSMAE's released data pipeline stacks VH, VV
         "depth_specific": 10,
         "depth_shared": 2,
         "num_experts": 0,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
-from xcsmoe.embed.batch import embed_to_zarr
-from xcsmoe.embed.export import cls_table, plot_embedding_pca
-from xcsmoe.embed.runtime import RANDOM_WEIGHTS
+from xcsmoe.embedding.batch import embed_to_zarr
+from xcsmoe.embedding.export import cls_table, plot_embedding_pca
+from xcsmoe.embedding.runtime import RANDOM_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def run_sample_job(
     """Run the whole sample job into ``out`` and return what it wrote."""
     from distributed import Client, LocalCluster
 
-    from xcsmoe.embed.api import expert_usage
+    from xcsmoe.embedding.api import expert_usage
     from xcsmoe.model.registry import model_config
     from xcsmoe.stac.load import load_cube
     from xcsmoe.stac.sample_catalog import example_catalog, iter_pairs

@@ -1,6 +1,6 @@
 """Batch inference: embed a cube into a Zarr v3 store, region by region, resumably.
 
-Plan: the embedding graph (:func:`xcsmoe.embed.api.embedding_graph`) has one dask block
+Plan: the embedding graph (:func:`xcsmoe.embedding.api.embedding_graph`) has one dask block
 per ``(time, block row, block column)``; each block is a *region* of the store whose Zarr
 chunks belong to it alone, so regions can be written in parallel without locks.
 
@@ -26,8 +26,8 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from xcsmoe.embed.api import OUTPUTS, EmbeddingGraph, embedding_graph
-from xcsmoe.embed.execute import PackedLayout, unpack_variables
+from xcsmoe.embedding.api import OUTPUTS, EmbeddingGraph, embedding_graph
+from xcsmoe.embedding.execute import PackedLayout, unpack_variables
 from xcsmoe.errors import ConfigError, InputError, expected
 
 MARKER = "region_done"

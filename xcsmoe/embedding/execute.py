@@ -19,8 +19,8 @@ import dask.array as da
 import numpy as np
 import torch
 
-from xcsmoe.embed.plan import SENSOR_VARIABLES, EmbedPlan
-from xcsmoe.embed.runtime import ModelSpec, cached_model, resolve_autocast, resolve_device
+from xcsmoe.embedding.plan import SENSOR_VARIABLES, EmbedPlan
+from xcsmoe.embedding.runtime import ModelSpec, cached_model, resolve_autocast, resolve_device
 
 CLS_DIMS = ("cls_y", "cls_x")
 

@@ -1,4 +1,4 @@
-"""The ``ds.csmoe`` accessor: a thin namespace over :mod:`xcsmoe.embed`'s functions.
+"""The ``ds.csmoe`` accessor: a thin namespace over :mod:`xcsmoe.embedding`'s functions.
 
 Importing :mod:`xcsmoe` registers it; every method forwards to a plain function that
 also works on its own (``xcsmoe.embed(ds, ...)`` ≡ ``ds.csmoe.embed(...)``).
@@ -22,19 +22,19 @@ class CSMoEAccessor:
         self._obj = xarray_obj
 
     def embed(self, patch: int = 16, **kwargs: Any) -> xr.Dataset:
-        """Lazy embeddings; see :func:`xcsmoe.embed.api.embed`."""
-        from xcsmoe.embed.api import embed
+        """Lazy embeddings; see :func:`xcsmoe.embedding.api.embed`."""
+        from xcsmoe.embedding.api import embed
 
         return embed(self._obj, patch, **kwargs)
 
     def expert_usage(self, patch: int = 16, **kwargs: Any) -> xr.DataArray:
-        """Per-token expert shares; see :func:`xcsmoe.embed.api.expert_usage`."""
-        from xcsmoe.embed.api import expert_usage
+        """Per-token expert shares; see :func:`xcsmoe.embedding.api.expert_usage`."""
+        from xcsmoe.embedding.api import expert_usage
 
         return expert_usage(self._obj, patch, **kwargs)
 
     def to_zarr(self, store: Any, patch: int = 16, **kwargs: Any) -> Any:
-        """Batch inference into a Zarr store; see :func:`xcsmoe.embed.batch.embed_to_zarr`."""
-        from xcsmoe.embed.batch import embed_to_zarr
+        """Batch inference into a Zarr store; see :func:`xcsmoe.embedding.batch.embed_to_zarr`."""
+        from xcsmoe.embedding.batch import embed_to_zarr
 
         return embed_to_zarr(self._obj, store, patch=patch, **kwargs)

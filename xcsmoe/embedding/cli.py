@@ -38,7 +38,7 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _run_sample_job(args: argparse.Namespace) -> int:
-    from xcsmoe.embed.sample_job import run_sample_job
+    from xcsmoe.embedding.sample_job import run_sample_job
 
     run_sample_job(
         args.out, model=args.model, weights=args.weights, window=args.window, n_workers=args.workers
@@ -47,7 +47,7 @@ def _run_sample_job(args: argparse.Namespace) -> int:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from xcsmoe.embed.batch import embed_to_zarr
+    from xcsmoe.embedding.batch import embed_to_zarr
     from xcsmoe.stac.load import load_cube
     from xcsmoe.stac.search import search
 

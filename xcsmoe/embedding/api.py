@@ -1,7 +1,7 @@
 """``embed`` and ``expert_usage``: lazy, georeferenced CSMoE outputs of an S1/S2 cube.
 
 Both follow metadata → plan → execution: the cube's variables, dtypes and geobox are
-checked and laid out by :mod:`xcsmoe.embed.plan`; :mod:`xcsmoe.embed.execute` builds
+checked and laid out by :mod:`xcsmoe.embedding.plan`; :mod:`xcsmoe.embedding.execute` builds
 one dask task per block; nothing runs until the result is computed.
 """
 
@@ -18,7 +18,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from xcsmoe.embed.execute import (
+from xcsmoe.embedding.execute import (
     CLS_DIMS,
     Head,
     WindowJob,
@@ -27,8 +27,8 @@ from xcsmoe.embed.execute import (
     unpack,
     unpack_variables,
 )
-from xcsmoe.embed.plan import Edge, EmbedPlan, plan_embedding
-from xcsmoe.embed.runtime import ModelSpec, model_spec
+from xcsmoe.embedding.plan import Edge, EmbedPlan, plan_embedding
+from xcsmoe.embedding.runtime import ModelSpec, model_spec
 from xcsmoe.errors import ConfigError, CRSError, InputError, expected
 from xcsmoe.model.registry import model_config
 
@@ -106,11 +106,16 @@ def embed(
 
 @dataclass(frozen=True)
 class EmbeddingGraph:
-    """The planned run: checked cube, plan, model spec, head and the lazy packed array."""
+    """The planned run: checked cube, plan, model spec, head and the lazy packed array.
+
+    ``settings`` holds every execution option that can change an output value
+    (``normalise``, ``dtype``, ``device``); job fingerprints must include them.
+    """
 
     prepared: _Prepared
     head: Head
     packed: da.Array
+    settings: dict[str, Any]
 
     @property
     def plan(self) -> EmbedPlan:
@@ -161,7 +166,9 @@ def embedding_graph(
             routing_sensor=plan.sensors[0], routing_layer=routing_layer,
         )  # fmt: skip
     packed = _run(prepared, head, batch_size, device, dtype, normalise, gpu_resources)
-    return EmbeddingGraph(prepared, head, packed)
+    settings = {"normalise": bool(normalise), "dtype": None if dtype is None else str(dtype),
+                "device": str(device)}  # fmt: skip
+    return EmbeddingGraph(prepared, head, packed, settings)
 
 
 def expert_usage(
