@@ -29,7 +29,18 @@ class CSMoEConfig:
     # Input channel order of each patch embedding, as cube variable names. It belongs to
     # the model and its checkpoint: CSMAE's released code stacks S1 as VH, VV.
     s1_bands: tuple[str, ...] = ("vv", "vh")
-    s2_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B11", "B12", "B8A")
+    s2_bands: tuple[str, ...] = (
+        "B02",
+        "B03",
+        "B04",
+        "B08",
+        "B05",
+        "B06",
+        "B07",
+        "B11",
+        "B12",
+        "B8A",
+    )
     embed_dim: int = 768
     num_heads: int = 12
     depth_specific: int = 4
