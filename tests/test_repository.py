@@ -33,3 +33,12 @@ def test_public_api_resolves_every_name():
 
 def test_all_lists_exactly_the_lazy_exports():
     assert set(xcsmoe.__all__) == {"__version__", "errors", *xcsmoe._EXPORTS}
+
+
+def test_every_test_tier_the_readme_advertises_has_tests():
+    text = (ROOT / "README.md").read_text()
+    tiers = set(re.findall(r"python -m pytest -m (\w+)", text))
+    assert "slow" in tiers
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for tier in tiers:
+        assert re.search(rf"pytest\.mark\.{tier}\b", sources), f"no test is marked {tier}"

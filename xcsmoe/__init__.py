@@ -41,6 +41,40 @@ _EXPORTS: dict[str, str] = {
     "embed_to_zarr": "xcsmoe.embedding.batch",
     "cls_to_geoparquet": "xcsmoe.embedding.export",
     "plot_embedding_pca": "xcsmoe.embedding.export",
+    "plot_expert_usage": "xcsmoe.embedding.export",
+    "similar": "xcsmoe.embedding.similar",
+    "plot_similarity": "xcsmoe.embedding.similar",
+    "build_patch_store": "xcsmoe.pretraining.patch_store",
+    "PatchStoreReport": "xcsmoe.pretraining.patch_store",
+    "tiles_from_items": "xcsmoe.pretraining.tiles",
+    "tiles_from_selection": "xcsmoe.pretraining.tiles",
+    "read_majortom": "xcsmoe.pretraining.readers",
+    "read_ssl4eo": "xcsmoe.pretraining.readers",
+    "majortom_tiles": "xcsmoe.pretraining.readers",
+    "ssl4eo_tiles": "xcsmoe.pretraining.readers",
+    "open_patch_store": "xcsmoe.pretraining.loader",
+    "patch_loader": "xcsmoe.pretraining.loader",
+    "PretrainRecipe": "xcsmoe.pretraining.recipe",
+    "load_recipe": "xcsmoe.pretraining.recipe",
+    "pretrain": "xcsmoe.pretraining.train",
+    "PretrainResult": "xcsmoe.pretraining.train",
+    "PretrainModule": "xcsmoe.pretraining.module",
+    "PatchDataModule": "xcsmoe.pretraining.module",
+    "retrieve": "xcsmoe.evaluation.retrieval",
+    "evaluate_retrieval": "xcsmoe.evaluation.retrieval",
+    "encode_features": "xcsmoe.evaluation.features",
+    "open_features": "xcsmoe.evaluation.features",
+    "feature_vectors": "xcsmoe.evaluation.features",
+    "linear_probe": "xcsmoe.evaluation.probe",
+    "ProbeConfig": "xcsmoe.evaluation.probe",
+    "segmentation_probe": "xcsmoe.evaluation.segmentation",
+    "SegmentationConfig": "xcsmoe.evaluation.segmentation",
+    "evaluate": "xcsmoe.evaluation.run",
+    "read_eurosat_ms": "xcsmoe.evaluation.readers",
+    "read_bigearthnet": "xcsmoe.evaluation.readers",
+    "read_sample_catalog": "xcsmoe.evaluation.readers",
+    "read_geobench": "xcsmoe.evaluation.geobench",
+    "read_generic": "xcsmoe.evaluation.datasets",
     # sampling
     "archive_from_items": "xcsmoe.sampling.archive",
     "majortom_archive": "xcsmoe.sampling.archive",
@@ -57,32 +91,66 @@ __all__ = [
     "CSMoE",
     "CSMoEConfig",
     "CSMoEForPretraining",
+    "PatchDataModule",
+    "PatchStoreReport",
+    "PretrainModule",
+    "PretrainRecipe",
+    "PretrainResult",
+    "ProbeConfig",
+    "SegmentationConfig",
     "SensorSpec",
     "SoftMoE",
     "__version__",
     "add_descriptors",
     "archive_from_items",
+    "build_patch_store",
     "cls_to_geoparquet",
     "create_model",
     "embed",
     "embed_to_zarr",
+    "encode_features",
     "errors",
+    "evaluate",
+    "evaluate_retrieval",
     "example_catalog",
     "expert_usage",
+    "feature_vectors",
+    "linear_probe",
     "list_models",
     "load_checkpoint",
     "load_cube",
+    "load_recipe",
     "majortom_archive",
+    "majortom_tiles",
     "model_figures",
     "normalise",
+    "open_features",
+    "open_patch_store",
+    "patch_loader",
     "plot_embedding_pca",
+    "plot_expert_usage",
     "plot_selection",
+    "plot_similarity",
+    "pretrain",
     "provider_config",
+    "read_bigearthnet",
+    "read_eurosat_ms",
+    "read_generic",
+    "read_geobench",
+    "read_majortom",
+    "read_sample_catalog",
+    "read_ssl4eo",
+    "retrieve",
     "save_checkpoint",
     "search",
+    "segmentation_probe",
     "select_genetic",
     "select_random",
     "selection_statistics",
+    "similar",
+    "ssl4eo_tiles",
+    "tiles_from_items",
+    "tiles_from_selection",
 ]
 
 
@@ -102,7 +170,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from xcsmoe.embedding.api import embed, expert_usage
     from xcsmoe.embedding.batch import embed_to_zarr
-    from xcsmoe.embedding.export import cls_to_geoparquet, plot_embedding_pca
+    from xcsmoe.embedding.export import cls_to_geoparquet, plot_embedding_pca, plot_expert_usage
+    from xcsmoe.embedding.similar import plot_similarity, similar
+    from xcsmoe.evaluation.datasets import read_generic
+    from xcsmoe.evaluation.features import encode_features, feature_vectors, open_features
+    from xcsmoe.evaluation.geobench import read_geobench
+    from xcsmoe.evaluation.probe import ProbeConfig, linear_probe
+    from xcsmoe.evaluation.readers import read_bigearthnet, read_eurosat_ms, read_sample_catalog
+    from xcsmoe.evaluation.retrieval import evaluate_retrieval, retrieve
+    from xcsmoe.evaluation.run import evaluate
+    from xcsmoe.evaluation.segmentation import SegmentationConfig, segmentation_probe
     from xcsmoe.model.checkpoint import load_checkpoint, save_checkpoint
     from xcsmoe.model.config import CSMoEConfig
     from xcsmoe.model.encoder import CSMoE
@@ -110,6 +187,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from xcsmoe.model.pretrain import CSMoEForPretraining
     from xcsmoe.model.registry import create_model, list_models
     from xcsmoe.model.soft_moe import SoftMoE
+    from xcsmoe.pretraining.loader import open_patch_store, patch_loader
+    from xcsmoe.pretraining.module import PatchDataModule, PretrainModule
+    from xcsmoe.pretraining.patch_store import PatchStoreReport, build_patch_store
+    from xcsmoe.pretraining.readers import majortom_tiles, read_majortom, read_ssl4eo, ssl4eo_tiles
+    from xcsmoe.pretraining.recipe import PretrainRecipe, load_recipe
+    from xcsmoe.pretraining.tiles import tiles_from_items, tiles_from_selection
+    from xcsmoe.pretraining.train import PretrainResult, pretrain
     from xcsmoe.sampling.archive import archive_from_items, majortom_archive
     from xcsmoe.sampling.descriptors import add_descriptors
     from xcsmoe.sampling.plots import plot_selection

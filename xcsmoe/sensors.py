@@ -31,12 +31,14 @@ from bigearthnet_common.constants import BAND_STATS_S1, BAND_STATS_S2
 from xcsmoe.errors import ConfigError, MissingBandError, expected
 
 __all__ = [
+    "NORMALISATION_LEVEL",
     "S1",
     "S2",
     "S2_OFFSET_BASELINE",
     "SENSORS",
     "SensorSpec",
     "db_to_linear",
+    "item_processing_level",
     "linear_to_db",
     "normalise",
     "processing_baseline",
@@ -134,6 +136,9 @@ S1 = SensorSpec(
 
 SENSORS: Mapping[str, SensorSpec] = MappingProxyType({"s2": S2, "s1": S1})
 
+NORMALISATION_LEVEL: Mapping[str, str] = MappingProxyType({"s2": "L2A"})
+"""Processing level the normalisation statistics were computed on (BigEarthNet: L2A)."""
+
 
 def sensor_of(band: str) -> SensorSpec:
     """The sensor spec that owns cube variable ``band``."""
@@ -174,6 +179,30 @@ def s2_offset(properties: Mapping[str, Any]) -> float:
         return 0.0
     major, _, minor = baseline.partition(".")
     return -1000.0 if (int(major), int(minor or 0)) >= (4, 0) else 0.0
+
+
+_LEVEL_OF_PRODUCT = {"S2MSI1C": "L1C", "S2MSI2A": "L2A", "S2MSI2AP": "L2A"}
+_LEVEL_IN_ID = re.compile(r"(?<![a-z0-9])(l1c|l2a)(?![a-z0-9])", re.IGNORECASE)
+
+
+def item_processing_level(
+    properties: Mapping[str, Any], collection_id: str | None = None
+) -> str | None:
+    """Sentinel-2 processing level (``"L1C"``, ``"L2A"``) of a STAC item, if it says.
+
+    Read from ``processing:level``, ``s2:processing_level``, ``s2:product_type``
+    (``S2MSI1C``/``S2MSI2A``), else from the collection id (``sentinel-2-l1c``). The product
+    URI is not used: derived datasets (BigEarthNet) keep the name of their L1C source.
+    """
+    for key in ("processing:level", "s2:processing_level"):
+        value = properties.get(key)
+        if value:
+            return str(value).upper()
+    product = _LEVEL_OF_PRODUCT.get(str(properties.get("s2:product_type", "")).upper())
+    if product:
+        return product
+    match = _LEVEL_IN_ID.search(collection_id or "")
+    return match[1].upper() if match else None
 
 
 # ------------------------------------------------------------------------- S1 decibels

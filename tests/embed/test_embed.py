@@ -14,11 +14,14 @@ from xcsmoe.errors import ConfigError, CRSError, GridError, WeightsRequiredError
 TINY = "csmoe_tiny"
 WINDOW = 64
 ATOL = 1e-5  # float32 batched vs unbatched matmul reorderings
+# Compared with a float32 CPU forward, so pinned to the CPU in float32: "auto" would pick
+# bf16 on CUDA (see test_gpu.py for that comparison).
+PINNED = {"device": "cpu", "dtype": "float32"}
 
 
 def embed(ds: xr.Dataset, **kwargs) -> xr.Dataset:
-    kwargs = {"model": TINY, "weights": "random", "window": WINDOW, "normalise": False} | kwargs
-    return ds.csmoe.embed(patch=16, **kwargs)
+    defaults = {"model": TINY, "weights": "random", "window": WINDOW, "normalise": False}
+    return ds.csmoe.embed(patch=16, **(defaults | PINNED | kwargs))
 
 
 @pytest.fixture
@@ -91,6 +94,22 @@ def test_nan_never_reaches_the_model(make_cube, reference):
     np.testing.assert_allclose(emb.cls.values[0, :, 0, 0], cls, atol=ATOL)
 
 
+def test_batches_smaller_than_a_block_give_the_same_numbers(make_cube, reference):
+    ds = make_cube(chunks=None)  # one dask block holding all 2 x 4 windows of a time step
+    for name in ds.data_vars:
+        ds[name][0, :64, 64:128] = np.nan  # window (0, 1) skipped: batches are not contiguous
+    one_batch = embed(ds, batch_size=16)
+    assert one_batch.cls.data.numblocks[-2:] == (1, 1)
+    expected = one_batch.compute()
+    for batch_size in (1, 3):  # 8 windows in batches of 3, 3, 2 (and one by one)
+        small = embed(ds, batch_size=batch_size).compute()
+        for name in ("cls", "tokens", "valid_fraction"):
+            np.testing.assert_allclose(small[name].values, expected[name].values, atol=ATOL)
+    assert np.isnan(expected.cls.values[0, :, 0, 1]).all()
+    cls, _ = reference(ds, 0, 1, 3)
+    np.testing.assert_allclose(expected.cls.values[0, :, 1, 3], cls, atol=ATOL)
+
+
 def test_single_sensor_and_no_time_dimension(cube, reference):
     s2 = embed(cube.isel(time=0), sensors="s2").compute()
     assert "time" not in s2.dims
@@ -127,8 +146,9 @@ def test_bad_inputs_are_refused_before_anything_runs(cube):
 
 def test_expert_usage_shares_sum_to_one(cube):
     usage = cube.csmoe.expert_usage(
-        patch=16, model=TINY, weights="random", window=WINDOW, normalise=False, sensor="s2"
-    )
+        patch=16, model=TINY, weights="random", window=WINDOW, normalise=False, sensor="s2",
+        **PINNED,
+    )  # fmt: skip
     assert usage.dims == ("time", "expert", "y", "x")
     assert usage.odc.geobox == cube.odc.geobox.zoom_out(16)
     values = usage.compute()

@@ -31,7 +31,10 @@ def sample_cube(stac_api_url, sample_items):
 
 
 def test_sample_cube_embeds_lazily_on_the_exact_grid(sample_cube, checkpoint, direct_forward):
-    emb = sample_cube.csmoe.embed(patch=16, model="csmoe_tiny", weights=checkpoint, window=WINDOW)
+    emb = sample_cube.csmoe.embed(
+        patch=16, model="csmoe_tiny", weights=checkpoint, window=WINDOW,
+        device="cpu", dtype="float32",  # compared with a float32 CPU forward below
+    )  # fmt: skip
     assert emb.tokens.chunks is not None  # lazy
     assert emb.tokens.odc.geobox == sample_cube.odc.geobox.zoom_out(16)
     assert emb.cls.shape[-2:] == (2, 2)  # 120 px → two 64-px windows per side, last one padded
@@ -47,3 +50,25 @@ def test_sample_cube_embeds_lazily_on_the_exact_grid(sample_cube, checkpoint, di
         grid = values.tokens.values[0, :, row * g : (row + 1) * g, col * g : (col + 1) * g]
         np.testing.assert_allclose(grid, tokens[:, : grid.shape[1], : grid.shape[2]], atol=1e-5)
     assert values.valid_fraction.values[0, 1, 1] == pytest.approx((120 - 64) ** 2 / 64**2)
+
+
+@pytest.mark.slow
+def test_full_size_csmoe_p16_matches_a_hand_run_forward(sample_cube, direct_forward):
+    """The default, full-size model (271 M parameters) on the real pair, 112-px windows."""
+    from xcsmoe.embedding.runtime import build_model, model_spec
+
+    window, g = 112, 112 // 16
+    emb = sample_cube.csmoe.embed(
+        patch=16, weights="random", window=window, device="cpu", dtype="float32"
+    )
+    assert emb.attrs["model"] == "csmoe_p16" and emb.sizes["embedding"] == 2 * 768
+    assert emb.tokens.odc.geobox == sample_cube.odc.geobox.zoom_out(16)
+    values = emb.compute()
+    model = build_model(model_spec("csmoe_p16", "random"))  # the same seeded network
+    normalised = xcsmoe.normalise(sample_cube).isel(time=0)
+    for row, col in [(0, 0), (0, 1), (1, 0), (1, 1)]:  # the last row and column are padded
+        cls, tokens = direct_forward(model, normalised, row, col, window, ("s1", "s2"))
+        np.testing.assert_allclose(values.cls.values[0, :, row, col], cls, atol=1e-4)
+        grid = values.tokens.values[0, :, row * g : (row + 1) * g, col * g : (col + 1) * g]
+        np.testing.assert_allclose(grid, tokens[:, : grid.shape[1], : grid.shape[2]], atol=1e-4)
+    assert values.valid_fraction.values[0, 1, 1] == pytest.approx((120 - 112) ** 2 / 112**2)

@@ -41,3 +41,42 @@ def test_cli_search_and_providers(stac_api_url, capsys):
     assert len(lines) == 3 and all(line.startswith("bigearthnet-s1\t") for line in lines)
     assert main(["catalog", "providers"]) == 0
     assert "planetary-computer\tsentinel-1-rtc\ts1\tlinear" in capsys.readouterr().out
+
+
+def test_catalog_serve_command_answers_a_search(sample_catalog, tmp_path):
+    """``xcsmoe catalog serve`` as a user runs it: a process that serves until killed."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xcsmoe.stac.search import search
+    from xcsmoe.stac.serve import rustac_executable
+
+    try:
+        rustac_executable()
+    except ConfigError as error:
+        pytest.skip(str(error))
+    exe = Path(sys.executable).parent / "xcsmoe"
+    command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "xcsmoe.cli"]
+    catalog = sample_catalog.self_href
+    process = subprocess.Popen(
+        [*command, "catalog", "serve", "--catalog", catalog],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline()  # printed once the API answers
+        assert line.startswith("STAC API at http://127.0.0.1:"), process.stderr.read()
+        url = line.split()[3]
+        items = search(url, collections="bigearthnet-s2", datetime="2017-06-17", timeout=10)
+        assert sorted(item.id for item in items) == [
+            "S2A_MSIL2A_20170617T113321_36_85", "S2A_MSIL2A_20170617T113321_4_55",
+        ]  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)
+        process.stdout.close()
+        process.stderr.close()
+    assert returncode == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/collections", timeout=2)

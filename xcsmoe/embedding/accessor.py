@@ -14,7 +14,7 @@ import xarray as xr
 @xr.register_dataset_accessor("csmoe")
 class CSMoEAccessor:
     """``ds.csmoe.embed(patch=16, ...)``, ``ds.csmoe.expert_usage(...)``,
-    ``ds.csmoe.to_zarr(store, ...)``."""
+    ``ds.csmoe.to_zarr(store, ...)``, ``ds.csmoe.similar(query, k=None, ...)``."""
 
     __slots__ = ("_obj",)
 
@@ -38,3 +38,9 @@ class CSMoEAccessor:
         from xcsmoe.embedding.batch import embed_to_zarr
 
         return embed_to_zarr(self._obj, store, patch=patch, **kwargs)
+
+    def similar(self, query: Any, k: int | None = None, **kwargs: Any) -> xr.Dataset:
+        """Lazy cosine-similarity map to ``query``; see :func:`xcsmoe.embedding.similar.similar`."""
+        from xcsmoe.embedding.similar import similar
+
+        return similar(self._obj, query, k, **kwargs)

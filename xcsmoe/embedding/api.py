@@ -1,8 +1,11 @@
 """``embed`` and ``expert_usage``: lazy, georeferenced CSMoE outputs of an S1/S2 cube.
 
-Both follow metadata → plan → execution: the cube's variables, dtypes and geobox are
-checked and laid out by :mod:`xcsmoe.embedding.plan`; :mod:`xcsmoe.embedding.execute` builds
-one dask task per block; nothing runs until the result is computed.
+Both follow metadata → plan → execution: every argument is checked on the client
+(:mod:`xcsmoe.embedding.checks`; the weights are matched against the model from the
+checkpoint's header), the cube's orientation, nodata, S1 pairing and processing level are
+read (:mod:`xcsmoe.embedding.inputs`), its variables, dtypes and geobox are laid out by
+:mod:`xcsmoe.embedding.plan`; :mod:`xcsmoe.embedding.execute` builds one dask task per
+block; nothing runs until the result is computed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from xcsmoe.embedding import checks, inputs
+from xcsmoe.embedding.checks import OUTPUTS, check_output
 from xcsmoe.embedding.execute import (
     CLS_DIMS,
     Head,
@@ -27,12 +32,9 @@ from xcsmoe.embedding.execute import (
     unpack,
     unpack_variables,
 )
-from xcsmoe.embedding.plan import Edge, EmbedPlan, plan_embedding
-from xcsmoe.embedding.runtime import ModelSpec, model_spec
+from xcsmoe.embedding.plan import Edge, EmbedPlan, plan_embedding, select_sensors
+from xcsmoe.embedding.runtime import ModelSpec, autocast_name, resolve_device, resolve_model
 from xcsmoe.errors import ConfigError, CRSError, InputError, expected
-from xcsmoe.model.registry import model_config
-
-OUTPUTS = ("cls", "tokens")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def embed(
     model: str | None = None,
     weights: str | Path | None = None,
     sensors: str | Sequence[str] = "auto",
-    output: Sequence[str] = OUTPUTS,
+    output: str | Sequence[str] = OUTPUTS,
     window: int | None = None,
     edge: Edge = "pad",
     batch_size: int = 16,
@@ -66,36 +68,51 @@ def embed(
 ) -> xr.Dataset:
     """CSMoE embeddings of a cube, lazily, on exact grids.
 
+    Every argument is checked before any task is built, the weights included (matched
+    against the model from the checkpoint's header); sizes must be ints (``64.0`` and
+    ``"64"`` are refused).
+
     Args:
         ds: cube with dims ``(time, y, x)`` or ``(y, x)``, S2 bands ``B02 … B8A`` and/or
             S1 ``vv vh``, raw values (``normalise=True``) or standardised ones, a
-            projected CRS.
+            projected CRS. Values equal to a band's nodata (``nodata``/``_FillValue``
+            attribute or encoding; integer S2 without one: 0) and ±inf are missing, like
+            NaN. South-up (ascending ``y``) or east-to-west cubes are flipped to north-up:
+            outputs always lie on north-up grids.
         patch: patch size P; must match the model (default model ``csmoe_p{patch}``).
-        weights: checkpoint path, or ``"random"`` for a seeded untrained network.
-        sensors: ``"auto"`` (every complete sensor), ``"s1"``, ``"s2"`` or ``"s1+s2"``;
-            with two sensors the per-sensor features are concatenated (S1 first).
-        output: any of ``"cls"``, ``"tokens"``.
-        window: model window W in pixels (multiple of P; default the model's image
+        model: registry name; default the variant stored in the checkpoint, else
+            ``csmoe_p{patch}``.
+        weights: checkpoint path, or ``"random"`` for a seeded untrained network. A
+            checkpoint's stored config (variant, band order) is the model's.
+        sensors: ``"auto"`` (every complete sensor; S1 only if paired at some time step,
+            per ``s1_time``), ``"s1"``, ``"s2"`` or ``"s1+s2"``; with two sensors the
+            per-sensor features are concatenated (S1 first). A window in which a sensor
+            has no valid pixel (e.g. a time step without paired S1) is embedded from the
+            other sensor alone, the missing sensor's features NaN (with a warning).
+        output: any of ``"cls"``, ``"tokens"``; a bare ``"cls"`` means ``("cls",)``.
+        window: model window W in pixels (an int multiple of P; default the model's image
             size). The sin-cos position embeddings are recomputed for W/P × W/P tokens.
         edge: ``"pad"`` (partial edge windows, NaN-padded, see ``valid_fraction``) or
             ``"drop"`` (crop to whole windows).
         batch_size: windows per forward pass.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``...
-        dtype: autocast dtype; default bf16 on CUDA, float32 on CPU.
-        normalise: standardise raw values with :func:`xcsmoe.normalise` first.
-        chunks: pixels per spatial dask chunk (rounded to whole windows); default the
-            cube's own chunks.
-        seed: seed of ``weights="random"``.
-        gpu_resources: annotate tasks with the Dask resource ``GPU=1``.
+        device: ``"auto"`` (CUDA when this machine has it), ``"cpu"``, ``"cuda:0"``...;
+            resolved and checked on this machine unless ``gpu_resources=True``.
+        dtype: autocast dtype, ``"float32"``, ``"bfloat16"`` or ``"float16"``; default
+            bf16 on CUDA, float32 on CPU.
+        normalise: standardise raw values with :func:`xcsmoe.normalise` first (warns when
+            the cube's processing level is not the statistics' Level-2A).
+        chunks: pixels per spatial dask chunk, an int or a ``(y, x)`` pair (rounded to
+            whole windows); default the cube's own chunks.
+        seed: seed of ``weights="random"`` (an int >= 0).
+        gpu_resources: annotate tasks with the Dask resource ``GPU=1`` (the device is then
+            the workers', not checked here).
 
     Returns:
         Dataset with ``tokens`` ``(time, embedding, y, x)`` on ``geobox.zoom_out(P)``,
         ``cls`` ``(time, embedding, cls_y, cls_x)`` and ``valid_fraction``
         ``(time, cls_y, cls_x)`` on ``geobox.zoom_out(W)``, CRS in ``spatial_ref``.
     """
-    unknown = sorted(set(output) - set(OUTPUTS))
-    if unknown or not output:
-        raise ConfigError(expected("output", f"a non-empty subset of {OUTPUTS}", tuple(output)))
+    output = check_output(output)
     graph = embedding_graph(
         ds, patch, model=model, weights=weights, sensors=sensors, window=window, edge=edge,
         chunks=chunks, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
@@ -109,7 +126,8 @@ class EmbeddingGraph:
     """The planned run: checked cube, plan, model spec, head and the lazy packed array.
 
     ``settings`` holds every execution option that can change an output value
-    (``normalise``, ``dtype``, ``device``); job fingerprints must include them.
+    (``normalise``, ``dtype`` as really used, ``device`` type); job fingerprints must
+    include them.
     """
 
     prepared: _Prepared
@@ -126,7 +144,8 @@ class EmbeddingGraph:
         shape = self.plan.token_geobox.shape
         return shape.y, shape.x
 
-    def to_dataset(self, output: Sequence[str] = OUTPUTS) -> xr.Dataset:
+    def to_dataset(self, output: str | Sequence[str] = OUTPUTS) -> xr.Dataset:
+        output = check_output(output)
         variables = unpack_variables(self.packed, self.head.layout, self.token_shape, output)
         result = xr.Dataset(variables, coords=_coords(self.prepared))
         result.attrs.update(_attrs(self.plan, self.prepared.spec))
@@ -152,22 +171,45 @@ def embedding_graph(
     routing_layer: int | None = None,
 ) -> EmbeddingGraph:
     """Plan and build (lazily) the run of :func:`embed`, or of :func:`expert_usage` when
-    ``routing_layer`` is given (then ``sensors`` must name one sensor)."""
+    ``routing_layer`` is given (then ``sensors`` must name one sensor).
+
+    Every argument is checked before anything is built; see :func:`embed`.
+    """
+    patch = checks.as_int("patch", patch)
+    window = checks.check_window(window, patch)
+    chunk_pair = checks.check_chunks(chunks)
+    sensors = checks.check_sensors(sensors)
+    edge = checks.check_edge(edge)  # type: ignore[assignment]
+    batch_size = checks.as_int("batch_size", batch_size)
+    seed = checks.as_int("seed", seed, minimum=0)
+    normalise = checks.check_flag("normalise", normalise)
+    gpu_resources = checks.check_flag("gpu_resources", gpu_resources)
+    resolved = resolve_device(device, gpu_resources=gpu_resources)
+    dtype_name = autocast_name(dtype, resolved)
     prepared = _prepare(
         ds, patch, model=model, weights=weights, sensors=sensors, window=window, edge=edge,
-        chunks=chunks, seed=seed,
+        chunks=chunk_pair, seed=seed, normalise=normalise,
     )  # fmt: skip
     plan, config = prepared.plan, prepared.config
     if routing_layer is None:
         head = Head("embedding", plan.sensors, plan.grid_per_window, config.embed_dim)
     else:
+        layer = checks.check_layer(routing_layer, config, plan.sensors[0])
         head = Head(
             "routing", plan.sensors, plan.grid_per_window, config.num_experts,
-            routing_sensor=plan.sensors[0], routing_layer=routing_layer,
+            routing_sensor=plan.sensors[0], routing_layer=layer,
         )  # fmt: skip
-    packed = _run(prepared, head, batch_size, device, dtype, normalise, gpu_resources)
-    settings = {"normalise": bool(normalise), "dtype": None if dtype is None else str(dtype),
-                "device": str(device)}  # fmt: skip
+    job = WindowJob(
+        spec=prepared.spec,
+        head=head,
+        window=plan.window,
+        channels=channel_layout(plan),
+        batch_size=batch_size,
+        device=str(resolved),
+        dtype=dtype_name,
+    )
+    packed = _run(prepared, job, normalise, gpu_resources)
+    settings = {"normalise": normalise, "dtype": dtype_name, "device": resolved.type}
     return EmbeddingGraph(prepared, head, packed, settings)
 
 
@@ -198,6 +240,8 @@ def expert_usage(
     """
     if sensor not in ("s1", "s2"):
         raise ConfigError(expected("sensor", '"s1" or "s2"', sensor))
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise ConfigError(expected("layer", "an int (Soft MoE layer index, -1 = last)", layer))
     graph = embedding_graph(
         ds, patch, model=model, weights=weights, sensors=sensor, window=window, edge=edge,
         chunks=chunks, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
@@ -224,20 +268,29 @@ def _prepare(
     sensors: str | Sequence[str],
     window: int | None,
     edge: Edge,
-    chunks: int | tuple[int, int] | None,
+    chunks: tuple[int | None, int | None] | None,
     seed: int,
+    normalise: bool,
 ) -> _Prepared:
     if not isinstance(ds, xr.Dataset):
         raise InputError(expected("ds", "an xarray.Dataset", type(ds).__name__))
-    name = model or f"csmoe_p{patch}"
-    spec = model_spec(name, weights, seed=seed)
-    config = model_config(name)
+    spec, config = resolve_model(model, weights, patch=patch, seed=seed)
+    if model is None and not spec.is_random and patch != config.patch_size:
+        raise ConfigError(
+            expected(
+                "patch",
+                f"{config.patch_size}, the patch size of {config.name} (the variant the "
+                "checkpoint was saved as)",
+                patch,
+                f"Pass patch={config.patch_size}.",
+            )
+        )
+    ds = inputs.north_up(ds)
     geobox = _geobox(ds)
     has_time = "time" in ds.dims
-    if chunks is None:
-        chunk_pair = _existing_chunks(ds, geobox)
-    else:
-        chunk_pair = chunks if isinstance(chunks, tuple) else (chunks, chunks)
+    chunk_pair = _existing_chunks(ds, geobox) if chunks is None else chunks
+    chosen = select_sensors(list(ds.data_vars), sensors)
+    chosen = inputs.pair_sensors(ds, chosen, sensors)
     plan = plan_embedding(
         variables=list(ds.data_vars),
         dtypes={k: v.dtype for k, v in ds.data_vars.items()},
@@ -245,26 +298,21 @@ def _prepare(
         patch=patch,
         window=window or config.img_size,
         model_patch=config.patch_size,
-        sensors=sensors,
+        sensors=chosen,
         edge=edge,
         chunks=chunk_pair,
+        bands={s: config.bands(s) for s in chosen},
     )
+    if normalise:
+        inputs.check_processing_level(ds, plan.sensors)
+    ds = inputs.mask_nodata(ds, plan.variables)
+    inputs.check_finite(ds, plan.variables)
     if not has_time:
         ds = ds.expand_dims("time")
     return _Prepared(ds, plan, spec, config, has_time)
 
 
-def _run(
-    prepared: _Prepared,
-    head: Head,
-    batch_size: int,
-    device: str,
-    dtype: str | None,
-    normalise: bool,
-    gpu_resources: bool,
-) -> da.Array:
-    if batch_size < 1:
-        raise ConfigError(expected("batch_size", "a positive integer", batch_size))
+def _run(prepared: _Prepared, job: WindowJob, normalise: bool, gpu_resources: bool) -> da.Array:
     plan = prepared.plan
     cube = prepared.ds[list(plan.variables)]
     if normalise:
@@ -275,15 +323,6 @@ def _run(
     arrays = [
         _as_dask(cube[v].transpose("time", y_dim, x_dim)).astype(np.float32) for v in plan.variables
     ]
-    job = WindowJob(
-        spec=prepared.spec,
-        head=head,
-        window=plan.window,
-        channels=channel_layout(plan.sensors),
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-    )
     return packed_array(da.stack(arrays, axis=-1), plan, job, gpu_resources=gpu_resources)
 
 
@@ -338,4 +377,5 @@ def _attrs(plan: EmbedPlan, spec: ModelSpec) -> dict[str, Any]:
         "window": plan.window,
         "edge": plan.edge,
         "cls_transform": list(plan.cls_geobox.affine)[:6],
+        "data_bounds": [float(v) for v in plan.valid_geobox.boundingbox],  # the pixels embedded
     }

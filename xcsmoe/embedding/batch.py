@@ -4,17 +4,17 @@ Plan: the embedding graph (:func:`xcsmoe.embedding.api.embedding_graph`) has one
 per ``(time, block row, block column)``; each block is a *region* of the store whose Zarr
 chunks belong to it alone, so regions can be written in parallel without locks.
 
-Execution: the store is created with its full schema, a fingerprint of the job and a
-``region_done`` marker array. Every region is one task on the cluster that computes its
-block, writes it, and only then sets its marker. A rerun with the same job skips every
+Execution is :mod:`xcsmoe.regionstore`: the store carries the job's fingerprint
+(:func:`job_fingerprint`, every setting that changes a stored value) and a
+``region_done`` marker per region. Every region is one task on the cluster that computes
+its block, writes it, and only then sets its marker. A rerun of the same job skips every
 region whose marker is set, so an interrupted job resumes without recomputing and ends
-with the same bytes as an uninterrupted one. The store's ``xcsmoe_complete`` attribute
-stays false until every region is written.
+with the same bytes as an uninterrupted one; a job with other settings is refused with
+the settings that differ. ``xcsmoe_complete`` turns true once every region is written.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +23,17 @@ from typing import Any
 import dask
 import numpy as np
 import xarray as xr
-import zarr
-from tqdm.auto import tqdm
 
 from xcsmoe.embedding.api import OUTPUTS, EmbeddingGraph, embedding_graph
 from xcsmoe.embedding.execute import PackedLayout, unpack_variables
-from xcsmoe.errors import ConfigError, InputError, expected
+from xcsmoe.errors import ConfigError, expected
+from xcsmoe.regionstore import MARKER, RegionReport, StoreSpec, check_cluster_args, write_region
+from xcsmoe.regionstore import run_region_job as _run_region_job
 
-MARKER = "region_done"
+__all__ = ["MARKER", "REGION_DIMS", "JobReport", "Region", "embed_to_zarr", "job_fingerprint"]
+
 REGION_DIMS = ("time", "region_y", "region_x")
+JobReport = RegionReport
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,12 @@ class RegionWriter:
     output: tuple[str, ...]
 
     def __call__(self, block: np.ndarray, region: Region) -> Region:
-        group = zarr.open_group(self.store, mode="r+")
         variables = unpack_variables(block, self.layout, self.token_shape, self.output)
-        for name, (dims, values) in variables.items():
-            group[name][self.selection(region, dims, values.shape)] = values
-        group[MARKER][region.time, region.row, region.col] = 1
+        values = {
+            name: (self.selection(region, dims, array.shape), array)
+            for name, (dims, array) in variables.items()
+        }
+        write_region(self.store, values, (region.time, region.row, region.col))
         return region
 
     def selection(
@@ -81,16 +84,6 @@ class RegionWriter:
         return tuple(slice(starts[d], starts[d] + n) for d, n in zip(dims, shape, strict=True))
 
 
-@dataclass(frozen=True)
-class JobReport:
-    """What a run of :func:`embed_to_zarr` did."""
-
-    store: str
-    regions: int
-    computed: int
-    skipped: int
-
-
 def embed_to_zarr(
     ds: xr.Dataset,
     store: str | Path,
@@ -107,89 +100,43 @@ def embed_to_zarr(
 
     Args:
         ds, patch, embed_kwargs: as for :func:`xcsmoe.embed` (``weights=`` required).
-        store: directory of the Zarr store (must be reachable by every worker).
-        client: a ``distributed.Client``, a scheduler address, or ``None`` for a
-            ``LocalCluster`` of ``n_workers`` single-threaded processes.
-        overwrite: replace a store that holds a different job (or no job) instead of
-            raising.
+        store: directory of the Zarr store (must be reachable by every worker); a new
+            path, an empty folder, or a store of this same job.
+        client: a ``distributed.Client``, a scheduler address (refused within seconds
+            when it does not answer), or ``None`` for a ``LocalCluster`` of
+            ``n_workers`` single-threaded processes.
+        overwrite: replace a store that holds a different job instead of raising.
+
+    Every argument is checked, and the scheduler reached, before a byte is written; a
+    complete store of the same job is left untouched (it may be read-only).
     """
+    check_cluster_args(client, n_workers)
+    output = _check_output(output)
     graph = embedding_graph(ds, patch, **embed_kwargs)
-    store = Path(store)
-    template = graph.to_dataset(output)
-    fingerprint = job_fingerprint(graph, output)
-    _create_or_check_store(store, template, graph, fingerprint, overwrite=overwrite)
-    done = zarr.open_array(store / MARKER, mode="r")[:]
-    regions = list(iter_regions(graph))
-    todo = [r for r in regions if not done[r.time, r.row, r.col]]
-    if todo:
-        writer = RegionWriter(
-            store=str(store),
-            layout=graph.head.layout,
-            token_shape=graph.token_shape,
-            chunk_windows=graph.plan.chunk_windows,
-            grid=graph.plan.grid_per_window,
-            output=tuple(output),
-        )
-        write = dask.delayed(writer, pure=True)
-        tasks = [write(graph.packed.blocks[r.time, r.row, r.col], r) for r in todo]
-        _execute(tasks, client=client, n_workers=n_workers, progress=progress)
-    done = zarr.open_array(store / MARKER, mode="r")[:]
-    if done.all():
-        group = zarr.open_group(store, mode="r+")
-        group.attrs["xcsmoe_complete"] = True
-    return JobReport(str(store), len(regions), len(todo), len(regions) - len(todo))
-
-
-def iter_regions(graph: EmbeddingGraph) -> Iterator[Region]:
-    """Every block of the packed array, in row-major order."""
-    times, rows, cols = graph.packed.numblocks[:3]
-    for t in range(times):
-        for i in range(rows):
-            for j in range(cols):
-                yield Region(t, i, j)
-
-
-def job_fingerprint(graph: EmbeddingGraph, output: tuple[str, ...]) -> str:
-    """JSON identity of a job: a store is resumed only by the job that made it."""
-    plan, spec = graph.plan, graph.prepared.spec
-    return json.dumps(
-        {
-            "model": spec.name,
-            "weights": spec.weights,
-            "seed": spec.seed,
-            "sensors": list(plan.sensors),
-            "patch": plan.patch,
-            "window": plan.window,
-            "edge": plan.edge,
-            "chunk_windows": list(plan.chunk_windows),
-            "crs": str(plan.geobox.crs),
-            "affine": list(plan.geobox.affine)[:6],
-            "shape": list(plan.geobox.shape),
-            "times": [str(t) for t in graph.prepared.ds["time"].values],
-            "output": sorted(output),
-        },
-        sort_keys=True,
+    store = Path(store).expanduser().absolute()
+    spec = store_spec(graph, output)
+    writer = RegionWriter(
+        store=str(store),
+        layout=graph.head.layout,
+        token_shape=graph.token_shape,
+        chunk_windows=graph.plan.chunk_windows,
+        grid=graph.plan.grid_per_window,
+        output=output,
     )
+    write = dask.delayed(writer, pure=True)
+
+    def make_task(index: tuple[int, ...]) -> Any:
+        return write(graph.packed.blocks[index], Region(*index))
+
+    return _run_region_job(
+        store, spec, make_task, client=client, n_workers=n_workers, overwrite=overwrite,
+        progress=progress, desc="embedding regions",
+    )  # fmt: skip
 
 
-def _create_or_check_store(
-    store: Path, template: xr.Dataset, graph: EmbeddingGraph, fingerprint: str, *, overwrite: bool
-) -> None:
-    existing = _read_fingerprint(store)
-    if existing == fingerprint:
-        return
-    if store.exists() and not overwrite:
-        what = (
-            "a store of a different job" if existing else "a directory that is not an xcsmoe store"
-        )
-        raise ConfigError(
-            expected(
-                "store",
-                "a new path, or a store written by this same job (to resume)",
-                f"{what} at {str(store)!r}",
-                "Pass overwrite=True to replace it, or another path.",
-            )
-        )
+def store_spec(graph: EmbeddingGraph, output: tuple[str, ...]) -> StoreSpec:
+    """Schema, Zarr chunks (one chunk per region and variable), markers and fingerprint."""
+    template = graph.to_dataset(output)
     if "time" not in template.dims:
         template = template.expand_dims("time")
     chunk_rows, chunk_cols = graph.plan.chunk_windows
@@ -202,47 +149,83 @@ def _create_or_check_store(
         name: {"chunks": tuple(chunk_of[d] for d in var.dims)}
         for name, var in template.data_vars.items()
     }
-    template = template.assign(
-        {MARKER: (REGION_DIMS, np.zeros(graph.packed.numblocks[:3], dtype=np.uint8))}
+    return StoreSpec(
+        template=template,
+        encoding=encoding,
+        marker_dims=REGION_DIMS,
+        marker_shape=tuple(int(n) for n in graph.packed.numblocks[:3]),
+        fingerprint=job_fingerprint(graph, output),
     )
-    encoding[MARKER] = {"chunks": (1, 1, 1)}
-    template.attrs.update(xcsmoe_job=fingerprint, xcsmoe_complete=False)
-    template.to_zarr(
-        store, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=False
+
+
+def iter_regions(graph: EmbeddingGraph) -> Iterator[Region]:
+    """Every block of the packed array, in row-major order."""
+    times, rows, cols = graph.packed.numblocks[:3]
+    for t in range(times):
+        for i in range(rows):
+            for j in range(cols):
+                yield Region(t, i, j)
+
+
+def job_fingerprint(graph: EmbeddingGraph, output: tuple[str, ...]) -> dict[str, Any]:
+    """Identity of a job: every setting that changes a stored value.
+
+    Model, weights (a digest of their contents, not their path), seed, sensors and their
+    band order, patch, window,
+    edge, chunking, grid (CRS, affine, shape), times, outputs, normalisation and the
+    effective compute dtype (``dtype=None`` resolves to bf16 on CUDA, float32 on CPU).
+    ``batch_size`` and the device itself do not change values and are left out, so a
+    job may resume on other hardware with the same dtype.
+    """
+    from xcsmoe.embedding.runtime import weights_digest
+
+    plan, spec, settings = graph.plan, graph.prepared.spec, graph.settings
+    return {
+        "model": spec.name,
+        "weights_digest": weights_digest(spec),
+        "seed": spec.seed,
+        "sensors": list(plan.sensors),
+        "bands": [list(bands) for bands in plan.sensor_bands],
+        "patch": plan.patch,
+        "window": plan.window,
+        "edge": plan.edge,
+        "chunk_windows": list(plan.chunk_windows),
+        "crs": str(plan.geobox.crs),
+        "affine": list(plan.geobox.affine)[:6],
+        "shape": list(plan.geobox.shape),
+        "times": [str(t) for t in graph.prepared.ds["time"].values],
+        "output": sorted(output),
+        "normalise": bool(settings.get("normalise", True)),
+        "dtype": effective_dtype(settings),
+    }
+
+
+def effective_dtype(settings: dict[str, Any]) -> str:
+    """The compute dtype the tasks will use, by name: ``dtype`` when given, else bf16 on
+    CUDA (an explicit CUDA device, GPU workers, or ``"auto"`` where CUDA is present) and
+    float32 elsewhere."""
+    import torch
+
+    from xcsmoe.embedding.runtime import autocast_name
+
+    dtype, device = settings.get("dtype"), str(settings.get("device", "auto"))
+    if dtype is not None:
+        return autocast_name(dtype, torch.device("cpu"))
+    on_cuda = (
+        device.startswith("cuda")
+        or bool(settings.get("gpu_resources"))
+        or (device == "auto" and torch.cuda.is_available())
     )
+    return "bfloat16" if on_cuda else "float32"
 
 
-def _read_fingerprint(store: Path) -> str | None:
-    if not (store / "zarr.json").exists():
-        return None
+def _check_output(output: Any) -> tuple[str, ...]:
+    if isinstance(output, str):
+        output = (output,)
     try:
-        return zarr.open_group(store, mode="r").attrs.get("xcsmoe_job")
-    except Exception as error:
-        raise InputError(expected("store", "a readable Zarr v3 store", f"{error}")) from error
-
-
-def _execute(tasks: list[Any], *, client: Any, n_workers: int, progress: bool) -> None:
-    from distributed import Client, LocalCluster, as_completed
-
-    own_cluster = own_client = None
-    if client is None:
-        own_cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = own_client = Client(own_cluster)
-    elif isinstance(client, str):
-        client = own_client = Client(client)
-    try:
-        futures = client.compute(tasks)
-        bar = tqdm(
-            total=len(futures), desc="embedding regions", unit="region", disable=not progress
-        )
-        for future in as_completed(futures):
-            future.result()
-            bar.update(1)
-        bar.close()
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()
+        names = tuple(output)
+    except TypeError:
+        names = ()
+    if not names or not set(names) <= set(OUTPUTS) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(expected("output", f"a non-empty subset of {OUTPUTS}", output))
+    return tuple(dict.fromkeys(names))

@@ -5,11 +5,17 @@ width)`` holding, per window, its valid-pixel fraction followed by the flattened
 of a head (e.g. ``cls`` and ``tokens``). The public variables are lazy slices and
 reshapes of that array, so asking for ``cls`` and ``tokens`` together runs the model
 once per window.
+
+A window in which one sensor has no valid pixel (e.g. a time step without a paired S1
+acquisition) is embedded from the other sensor(s) alone: features depend only on their own
+sensor's pixels, so they equal a single-sensor run, and the missing sensor's features are
+NaN. ``valid_fraction`` is the share of pixels valid in every sensor embedded there.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +25,7 @@ import dask.array as da
 import numpy as np
 import torch
 
-from xcsmoe.embedding.plan import SENSOR_VARIABLES, EmbedPlan
+from xcsmoe.embedding.plan import EmbedPlan
 from xcsmoe.embedding.runtime import ModelSpec, cached_model, resolve_autocast, resolve_device
 
 CLS_DIMS = ("cls_y", "cls_x")
@@ -77,17 +83,29 @@ class Head:
         return PackedLayout((Field("expert_share", (self.grid, self.grid, self.dim)),))
 
     def extract(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forward one batch of windows → ``(B, layout.width - 1)`` float32."""
+        """Forward one batch of windows → ``(B, layout.width - 1)`` float32.
+
+        ``inputs`` may hold a subset of :attr:`sensors`; the features of the others are NaN.
+        """
         routing = self.kind == "routing"
         out = model.forward_features(**inputs, return_routing=routing)
-        batch = next(iter(inputs.values())).shape[0]
+        first = next(iter(inputs.values()))
+        batch = first.shape[0]
         if routing:
             # (B, 1 + g*g, E): combine-weight share per token and expert; drop [CLS].
             share = out.routing[self.routing_sensor][self.routing_layer][:, 1:, :]
             return share.float().reshape(batch, -1)
-        cls = torch.cat([out.cls[s] for s in self.sensors], dim=-1)
-        tokens = torch.cat([out.tokens[s] for s in self.sensors], dim=-1)
-        return torch.cat([cls.float(), tokens.float().reshape(batch, -1)], dim=1)
+        missing_cls = first.new_full((batch, self.dim), math.nan, dtype=torch.float32)
+        missing_tokens = first.new_full(
+            (batch, self.grid * self.grid, self.dim), math.nan, dtype=torch.float32
+        )
+        cls = torch.cat(
+            [out.cls[s].float() if s in out.cls else missing_cls for s in self.sensors], -1
+        )
+        tokens = torch.cat(
+            [out.tokens[s].float() if s in out.tokens else missing_tokens for s in self.sensors], -1
+        )
+        return torch.cat([cls, tokens.reshape(batch, -1)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -115,28 +133,63 @@ def run_windows(windows: np.ndarray, job: WindowJob) -> np.ndarray:
     """Embed ``(N, C, W, W)`` windows (NaN allowed) → packed ``(N, width)`` float32.
 
     NaN/inf pixels are replaced by 0 (the band mean after normalisation) before the
-    model sees them; windows without a single valid pixel get NaN outputs.
+    model sees them. A sensor without a single valid pixel in a window is left out of
+    that window (its features NaN); windows left with no sensor get NaN outputs.
     """
     finite = np.isfinite(windows)
-    valid_fraction = finite.all(axis=1).mean(axis=(1, 2), dtype=np.float64)
+    if not finite.all() and np.isinf(windows).any():
+        warnings.warn(
+            "input holds ±inf values; they are treated as missing, like NaN.",
+            UserWarning,
+            stacklevel=2,
+        )
+    valid, present = _validity(finite, job.channels)
     packed = np.full((windows.shape[0], job.head.layout.width), np.nan, dtype=np.float32)
-    packed[:, 0] = valid_fraction
-    todo = np.flatnonzero(valid_fraction > 0)
-    if todo.size == 0:
+    packed[:, 0] = valid.mean(axis=(1, 2), dtype=np.float64)
+    if windows.shape[0] and not present.any():
+        warnings.warn(
+            "an input block has no valid pixel (all NaN, inf or nodata): its outputs are NaN.",
+            UserWarning,
+            stacklevel=2,
+        )
         return packed
     device = resolve_device(job.device)
     autocast = resolve_autocast(job.dtype, device)
     model = cached_model(job.spec, device)
     clean = np.where(finite, windows, 0).astype(np.float32, copy=False)
-    with torch.inference_mode():
-        for start in range(0, todo.size, job.batch_size):
-            index = todo[start : start + job.batch_size]
-            batch = torch.from_numpy(clean[index]).to(device, non_blocking=True)
-            inputs = _split_sensors(batch, job.channels)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                features = job.head.extract(model, inputs)
-            packed[index, 1:] = features.cpu().numpy()
+    for combination in np.unique(present[present.any(axis=1)], axis=0):
+        sensors = {s for (s, _), used in zip(job.channels, combination, strict=True) if used}
+        todo = np.flatnonzero((present == combination).all(axis=1))
+        with torch.inference_mode():
+            for start in range(0, todo.size, job.batch_size):
+                index = todo[start : start + job.batch_size]
+                batch = torch.from_numpy(clean[index]).to(device, non_blocking=True)
+                inputs = _split_sensors(batch, job.channels, sensors)
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    features = job.head.extract(model, inputs)
+                packed[index, 1:] = features.cpu().numpy()
     return packed
+
+
+def _validity(
+    finite: np.ndarray, channels: Sequence[tuple[str, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, the valid pixels ``(N, W, W)`` and which sensors are present ``(N, S)``.
+
+    A sensor is present in a window when it has at least one valid pixel there; a pixel is
+    valid when every channel of every present sensor is finite.
+    """
+    n, _, height, width = finite.shape
+    valid = np.ones((n, height, width), dtype=bool)
+    present = np.zeros((n, len(channels)), dtype=bool)
+    start = 0
+    for i, (_, count) in enumerate(channels):
+        sensor_valid = finite[:, start : start + count].all(axis=1)
+        present[:, i] = sensor_valid.any(axis=(1, 2))
+        valid &= sensor_valid | ~present[:, i, None, None]
+        start += count
+    valid &= present.any(axis=1)[:, None, None]
+    return valid, present
 
 
 def run_block(block: np.ndarray, job: WindowJob) -> np.ndarray:
@@ -224,15 +277,18 @@ def unpack_variables(
     return out
 
 
-def channel_layout(sensors: Sequence[str]) -> tuple[tuple[str, int], ...]:
-    return tuple((s, len(SENSOR_VARIABLES[s])) for s in sensors)
+def channel_layout(plan: EmbedPlan) -> tuple[tuple[str, int], ...]:
+    """``(sensor, channels)`` in the order the plan stacks its variables."""
+    return tuple((s, len(b)) for s, b in zip(plan.sensors, plan.sensor_bands, strict=True))
 
 
 def _split_sensors(
-    batch: torch.Tensor, channels: Sequence[tuple[str, int]]
+    batch: torch.Tensor, channels: Sequence[tuple[str, int]], sensors: set[str]
 ) -> dict[str, torch.Tensor]:
+    """``(B, C, W, W)`` → ``{sensor: (B, C_sensor, W, W)}`` for the ``sensors`` kept."""
     inputs, start = {}, 0
     for sensor, count in channels:
-        inputs[sensor] = batch[:, start : start + count]
+        if sensor in sensors:
+            inputs[sensor] = batch[:, start : start + count]
         start += count
     return inputs

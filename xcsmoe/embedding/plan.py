@@ -31,7 +31,8 @@ from xcsmoe.errors import ConfigError, CRSError, GridError, InputError, MissingB
 from xcsmoe.sensors import S1, S2, SENSORS
 
 SENSOR_VARIABLES: dict[str, tuple[str, ...]] = {name: spec.bands for name, spec in SENSORS.items()}
-"""Cube variables of each sensor in model channel order (from :mod:`xcsmoe.sensors`)."""
+"""Cube variables of each sensor in the sensor spec's order (:mod:`xcsmoe.sensors`); a
+model's own input order is its config's (``config.bands(sensor)``), see :class:`EmbedPlan`."""
 
 Edge = Literal["pad", "drop"]
 DEFAULT_CHUNK_PIXELS = 1024
@@ -48,11 +49,18 @@ class EmbedPlan:
     edge: Edge
     windows: tuple[int, int]  # (rows, cols) of windows
     chunk_windows: tuple[int, int]  # windows per dask chunk (rows, cols)
+    bands: tuple[tuple[str, ...], ...] = ()  # per sensor, the model's input band order
 
     @property
     def variables(self) -> tuple[str, ...]:
-        """Input variables in model channel order: S1 bands, then S2 bands."""
-        return tuple(v for s in self.sensors for v in SENSOR_VARIABLES[s])
+        """Input variables in model channel order: S1 bands, then S2 bands, each in the
+        order the model's patch embedding expects (its config's ``s1_bands``/``s2_bands``)."""
+        return tuple(v for bands in self.sensor_bands for v in bands)
+
+    @property
+    def sensor_bands(self) -> tuple[tuple[str, ...], ...]:
+        """Band order of each sensor in :attr:`sensors` (the spec's when not given)."""
+        return self.bands or tuple(SENSOR_VARIABLES[s] for s in self.sensors)
 
     @property
     def grid_per_window(self) -> int:
@@ -186,8 +194,12 @@ def plan_embedding(
     sensors: str | Sequence[str] = "auto",
     edge: Edge = "pad",
     chunks: tuple[int | None, int | None] = (None, None),
+    bands: Mapping[str, Sequence[str]] | None = None,
 ) -> EmbedPlan:
-    """Check a cube's metadata against the model and lay out windows and chunks."""
+    """Check a cube's metadata against the model and lay out windows and chunks.
+
+    ``bands``: per sensor, the model's input band order (default the sensor spec's).
+    """
     if patch != model_patch:
         raise ConfigError(
             expected(
@@ -204,8 +216,8 @@ def plan_embedding(
     if edge not in ("pad", "drop"):
         raise ConfigError(expected("edge", '"pad" or "drop"', edge))
     chosen = select_sensors(variables, sensors)
-    plan_variables = tuple(v for s in chosen for v in SENSOR_VARIABLES[s])
-    check_variables(dtypes, plan_variables)
+    order = tuple(_band_order(s, None if bands is None else bands.get(s)) for s in chosen)
+    check_variables(dtypes, [v for b in order for v in b])
     geobox = require_projected(geobox)
     height, width = geobox.shape.y, geobox.shape.x
     if height < window or width < window:
@@ -231,7 +243,23 @@ def plan_embedding(
         edge=edge,
         windows=windows,
         chunk_windows=chunk_windows,
+        bands=order,
     )
+
+
+def _band_order(sensor: str, bands: Sequence[str] | None) -> tuple[str, ...]:
+    """``bands`` checked to be a permutation of the sensor's variables."""
+    if bands is None:
+        return SENSOR_VARIABLES[sensor]
+    if sorted(bands) != sorted(SENSOR_VARIABLES[sensor]):
+        raise ConfigError(
+            expected(
+                f"{sensor}_bands",
+                f"an order of {list(SENSOR_VARIABLES[sensor])}",
+                tuple(bands),
+            )
+        )
+    return tuple(bands)
 
 
 def _largest_window(size: int, patch: int) -> int:

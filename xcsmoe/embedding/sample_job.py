@@ -16,8 +16,9 @@ import pandas as pd
 import xarray as xr
 
 from xcsmoe.embedding.batch import embed_to_zarr
-from xcsmoe.embedding.export import cls_table, plot_embedding_pca
-from xcsmoe.embedding.runtime import RANDOM_WEIGHTS
+from xcsmoe.embedding.export import cls_table, plot_embedding_pca, plot_expert_usage
+from xcsmoe.embedding.runtime import RANDOM_WEIGHTS, model_spec
+from xcsmoe.regionstore import check_cluster_args, connect
 
 log = logging.getLogger(__name__)
 
@@ -52,41 +53,38 @@ def run_sample_job(
     progress: bool = True,
 ) -> list[CubeResult]:
     """Run the whole sample job into ``out`` and return what it wrote."""
-    from distributed import Client, LocalCluster
-
-    from xcsmoe.embedding.api import expert_usage
+    from xcsmoe.embedding.api import embedding_graph, expert_usage
     from xcsmoe.model.registry import model_config
     from xcsmoe.stac.load import load_cube
     from xcsmoe.stac.sample_catalog import example_catalog, iter_pairs
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if weights == RANDOM_WEIGHTS:
-        print(RANDOM_WEIGHTS_BANNER)
-    catalog = example_catalog(out / "catalog")
+    check_cluster_args(None, n_workers)
+    model_spec(model, weights)
     patch = model_config(model).patch_size
     options = dict(model=model, weights=weights, window=window)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    catalog = example_catalog(out / "catalog")
+    pairs = list(iter_pairs(catalog))
+    cubes = [load_cube([s2], [s1], chunks={"x": window, "y": window}) for s2, s1 in pairs]
+    embedding_graph(cubes[0], patch, **options)  # every argument checked before any work
+    if weights == RANDOM_WEIGHTS:
+        print(RANDOM_WEIGHTS_BANNER)
     results, tables = [], []
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        for item, s1_item in iter_pairs(catalog):
-            cube = load_cube([item], [s1_item], chunks={"x": window, "y": window})
+    with connect(None, n_workers=n_workers) as client:
+        for (item, _), cube in zip(pairs, cubes, strict=True):
             store = out / "embeddings" / f"{item.id}.zarr"
             print(f"{item.id}: cube {dict(cube.sizes)} → {store}")
             embed_to_zarr(
                 cube, store, patch=patch, client=client, overwrite=True, progress=progress,
                 **options,
             )  # fmt: skip
-            emb = xr.open_zarr(store, consolidated=False).load()
+            emb = xr.open_zarr(store).load()
             pca = plot_embedding_pca(
                 emb, out / "maps" / f"{item.id}_pca.png", title=f"{item.id} (PCA of tokens)"
             )
             usage = expert_usage(cube, patch, sensor="s2", **options).compute()
-            usage_png = plot_dominant_expert(
+            usage_png = plot_expert_usage(
                 usage, out / "maps" / f"{item.id}_experts.png", title=item.id
             )
             table = cls_table(emb)
@@ -106,31 +104,3 @@ def run_sample_job(
     if weights == RANDOM_WEIGHTS:
         print("reminder: embeddings come from RANDOM weights (plumbing check, not science)")
     return results
-
-
-def plot_dominant_expert(usage: xr.DataArray, path: Path, *, title: str) -> Path:
-    """PNG of the dominant Soft MoE expert per token (first time step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dominant = usage.dominant_expert
-    dominant = dominant.isel(time=0) if "time" in dominant.dims else dominant
-    experts = usage.sizes["expert"]
-    fig, ax = plt.subplots(figsize=(5, 4.3))
-    image = ax.imshow(
-        dominant.values, cmap="tab10", vmin=-0.5, vmax=experts - 0.5, interpolation="nearest"
-    )
-    fig.colorbar(image, ax=ax, ticks=range(experts), label="dominant expert")
-    layer = usage.attrs.get("layer")
-    ax.set_title(
-        f"{title}\ndominant {usage.attrs.get('sensor', '').upper()} expert, Soft MoE layer {layer}",
-        fontsize=9,
-    )
-    ax.set_axis_off()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

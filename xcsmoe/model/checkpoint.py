@@ -5,9 +5,14 @@
 * :func:`load_checkpoint` reads those, or a torch file (``.ckpt``/``.pt``/``.pth``) holding a
   state dict or ``{"state_dict": ...}``. Keys prefixed ``backbone.`` (the CSMAE Lightning
   layout) select the encoder; other prefixed keys (decoders, heads) are ignored when loading
-  into an encoder, as are timm leftovers ``fc_norm.*``/``head.*``. A ``pos_embed`` for a
+  into an encoder, as are timm leftovers ``fc_norm.*``/``head.*`` (``fc_norm`` is kept for
+  a model that has one: CSMAE's pooled feature). A ``pos_embed`` for a
   different square grid is resampled bicubically. Loading is strict: missing, unexpected
   and mis-shaped keys are all listed in one :class:`CheckpointError`.
+* :func:`match_checkpoint` checks a file against a variant from its header alone (names,
+  shapes and stored config; no weight is read), so a wrong or damaged file fails before
+  any work starts. A file's stored band order (``s1_bands``/``s2_bands``) wins over the
+  registry's: the network is always fed its channels in the order it was trained with.
 """
 
 from __future__ import annotations
@@ -62,27 +67,156 @@ def read_checkpoint(
                 state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         except Exception as error:
             raise CheckpointError(
-                f"weights: cannot read {path} as safetensors ({error})."
+                f"weights: cannot read {path} as safetensors ({error}); the file is "
+                "truncated or corrupted. Copy or save it again."
             ) from error
-        config = CSMoEConfig.from_dict(json.loads(meta["config"])) if "config" in meta else None
-        return state, config
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as error:
+        return state, _stored_config(meta, path)
+    return _torch_state(path, trust_pickle=trust_pickle, mmap=False), None
+
+
+def read_checkpoint_header(
+    path: str | PathLike[str], *, trust_pickle: bool = False
+) -> tuple[dict[str, Tensor], CSMoEConfig | None]:
+    """Names and shapes of a checkpoint's tensors (as ``meta`` tensors) and its config.
+
+    Reads the safetensors header, or memory-maps a torch zip file, so no weight is
+    loaded; a truncated or corrupted file raises :class:`CheckpointError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(expected("weights", "an existing checkpoint file", str(path)))
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}  # noqa: SIM118
+        except Exception as error:
+            raise CheckpointError(
+                f"weights: cannot read {path} as safetensors ({error}); the file is "
+                "truncated or corrupted. Copy or save it again."
+            ) from error
+        state = {k: torch.empty(shape, device="meta") for k, shape in shapes.items()}
+        return state, _stored_config(meta, path)
+    state = _torch_state(path, trust_pickle=trust_pickle, mmap=True)
+    return {k: torch.empty(v.shape, device="meta") for k, v in state.items()}, None
+
+
+def match_checkpoint(
+    path: str | PathLike[str], config: CSMoEConfig | None = None, *, trust_pickle: bool = False
+) -> CSMoEConfig:
+    """Check from its header that ``path`` loads into the encoder of ``config``.
+
+    Returns the config to build: ``config`` (the checkpoint's own when ``None``) with the
+    band order the checkpoint stores, if any; a stored variant must be ``config``'s.
+    Raises :class:`CheckpointError` naming both sides, e.g. ``"checkpoint is csmoe_tiny,
+    model is csmoe_p16"``.
+    """
+    shapes, stored = read_checkpoint_header(path, trust_pickle=trust_pickle)
+    if config is None and stored is None:
         raise CheckpointError(
             expected(
-                "weights",
-                "a torch file of tensors (state dict)",
-                f"{path} ({type(error).__name__})",
-                "Re-save it as {'state_dict': model.state_dict()} or pass trust_pickle=True "
-                "to load_checkpoint if you trust the file.",
+                "model",
+                "a variant name",
+                None,
+                f"{path} stores no config; pass model= (one of xcsmoe.list_models()).",
             )
+        )
+    if config is not None and stored is not None and stored.name != config.name:
+        raise CheckpointError(
+            f"weights: checkpoint is {stored.name}, model is {config.name}. Pass "
+            f"model={stored.name!r} (or no model: it is read from the checkpoint), "
+            f"or weights trained as {config.name}."
+        )
+    if config is None:
+        target: CSMoEConfig = stored  # type: ignore[assignment]
+    else:
+        target = with_stored_bands(config, stored)
+    problems = _mismatch_of(target, shapes)
+    if problems:
+        guess = None if stored is not None else _variant_matching(shapes)
+        side = f"checkpoint is {guess}" if guess else f"checkpoint {path} does not match"
+        raise CheckpointError(
+            f"weights: {side}, model is {target.name} ({problems}). "
+            + (f"Pass model={guess!r}." if guess else "Pick the variant it was trained as.")
+        )
+    return target
+
+
+def with_stored_bands(config: CSMoEConfig, stored: CSMoEConfig | None) -> CSMoEConfig:
+    """``config`` with the input band order of the checkpoint's ``stored`` config: a
+    network is always fed its channels in the order it was trained with."""
+    if stored is None:
+        return config
+    return config.replace(s1_bands=stored.s1_bands, s2_bands=stored.s2_bands)
+
+
+def _mismatch_of(config: CSMoEConfig, shapes: dict[str, Tensor]) -> str:
+    from xcsmoe.model.encoder import CSMoE
+
+    with torch.device("meta"):
+        model = CSMoE(config)
+    missing, unexpected, mis_shaped = _compare(model, dict(shapes))
+    if not (missing or unexpected or mis_shaped):
+        return ""
+    return (
+        f"missing {_list(missing)}; unexpected {_list(unexpected)}; mis-shaped {_list(mis_shaped)}"
+    )
+
+
+def _variant_matching(shapes: dict[str, Tensor]) -> str | None:
+    """The registered variant whose encoder these tensors fit, if any."""
+    from xcsmoe.model.registry import list_models, model_config
+
+    for name in list_models():
+        if not _mismatch_of(model_config(name), shapes):
+            return name
+    return None
+
+
+def _stored_config(meta: dict[str, str], path: Path) -> CSMoEConfig | None:
+    if "config" not in meta:
+        return None
+    try:
+        return CSMoEConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"weights: the config stored in {path} is not valid ({error})."
+        ) from error
+
+
+def _torch_state(path: Path, *, trust_pickle: bool, mmap: bool) -> dict[str, Tensor]:
+    try:
+        obj = _torch_load(path, trust_pickle=trust_pickle, mmap=mmap)
+    except Exception as error:
+        if "Unsupported global" in str(error) and not trust_pickle:
+            raise CheckpointError(
+                expected(
+                    "weights",
+                    "a torch file of tensors (state dict)",
+                    f"{path} (it holds other Python objects)",
+                    "Re-save it as {'state_dict': model.state_dict()} or pass "
+                    "trust_pickle=True to load_checkpoint if you trust the file.",
+                )
+            ) from error
+        raise CheckpointError(
+            f"weights: cannot read {path} as a torch checkpoint ({type(error).__name__}); "
+            "the file is truncated or corrupted. Copy or save it again."
         ) from error
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(expected("weights", "a state dict of tensors", type(obj).__name__))
-    return dict(obj), None
+    return dict(obj)
+
+
+def _torch_load(path: Path, *, trust_pickle: bool, mmap: bool) -> Any:
+    if mmap:
+        import zipfile
+
+        mmap = zipfile.is_zipfile(path)  # legacy (non-zip) files cannot be memory-mapped
+    return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
 
 
 def load_checkpoint(
@@ -119,6 +253,32 @@ def load_state(
     """Map ``state`` onto ``model`` (prefixes, resampling) and load it, strictly by default."""
     state = _adapt_keys(model, state)
     own = model.state_dict()
+    missing, unexpected, shapes = _compare(model, state, adapted=True)
+    if strict and (missing or unexpected or shapes):
+        raise CheckpointError(
+            f"weights: {source} does not match {_name_of(model)}: "
+            f"missing {_list(missing)}; unexpected {_list(unexpected)}; mis-shaped {_list(shapes)}. "
+            "Pick the variant the checkpoint was trained as (create_model(name, ...)) "
+            "or load with strict=False."
+        )
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    with torch.no_grad():
+        model.load_state_dict(usable, strict=False)
+
+
+def _compare(
+    model: nn.Module, state: dict[str, Tensor], *, adapted: bool = False
+) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and mis-shaped keys of ``state`` for ``model``.
+
+    ``state`` is adapted in place (prefixes, ``pos_embed`` resampled to the model's grid);
+    meta tensors work, so a header can be checked without reading weights.
+    """
+    if not adapted:
+        adapted_state = _adapt_keys(model, state)
+        state.clear()
+        state.update(adapted_state)
+    own = model.state_dict()
     for key in _POS_KEYS:
         for name in [k for k in state if k == key or k.endswith("." + key)]:
             if name in own and state[name].shape != own[name].shape:
@@ -133,16 +293,7 @@ def load_state(
         for k in set(own) & set(state)
         if state[k].shape != own[k].shape
     )
-    if strict and (missing or unexpected or shapes):
-        raise CheckpointError(
-            f"weights: {source} does not match {_name_of(model)}: "
-            f"missing {_list(missing)}; unexpected {_list(unexpected)}; mis-shaped {_list(shapes)}. "
-            "Pick the variant the checkpoint was trained as (create_model(name, ...)) "
-            "or load with strict=False."
-        )
-    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    with torch.no_grad():
-        model.load_state_dict(usable, strict=False)
+    return missing, unexpected, shapes
 
 
 def _adapt_keys(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -162,11 +313,9 @@ def _adapt_keys(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]
         state = dict(state)
         for prefix in prefixes:
             stack_linear_experts(state, prefix)
-    return {
-        k: v
-        for k, v in state.items()
-        if not k.removeprefix("backbone.").startswith(_IGNORED_PREFIXES)
-    }
+    own = {k.removeprefix("backbone.") for k in model.state_dict()}
+    ignored = tuple(p for p in _IGNORED_PREFIXES if not any(k.startswith(p) for k in own))
+    return {k: v for k, v in state.items() if not k.removeprefix("backbone.").startswith(ignored)}
 
 
 def _grid_of(pos: Tensor) -> int | None:

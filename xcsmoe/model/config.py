@@ -51,6 +51,9 @@ class CSMoEConfig:
     slots_per_expert: int = 0  # "learned" slots only; 0 = ceil(native tokens / experts)
     qkv_bias: bool = True
     norm_eps: float = 1e-6
+    # Classification feature: "token" = raw [CLS]; "avg" = fc_norm(mean of patch tokens),
+    # the feature of CSMAE's released configs (global_pool: avg).
+    global_pool: str = "token"
     # pretraining
     decoder_dim: int = 256
     decoder_depth: int = 4
@@ -116,6 +119,8 @@ class CSMoEConfig:
             raise ConfigError(
                 expected("embed_dim/decoder_dim", "multiples of 4 (2-D sin-cos)", self.embed_dim)
             )
+        if self.global_pool not in ("token", "avg"):
+            raise ConfigError(expected("global_pool", '"token" or "avg"', self.global_pool))
         if self.slot_mode not in SLOT_MODES:
             raise ConfigError(expected("slot_mode", f"one of {SLOT_MODES}", self.slot_mode))
         if not 0.0 <= self.mask_ratio < 1.0:

@@ -3,7 +3,8 @@ then cross-sensor layers whose experts both sensors share.
 
 Parameter names follow the CSMAE code base so its checkpoints map 1:1: ``patch_embed``
 (S1), ``patch_embed_s2``, ``cls_token`` (S1), ``cls_token_s2``, ``pos_embed`` (fixed,
-shared), ``blocks_s1`` / ``blocks_s2``, ``norm_s1`` / ``norm_s2``, ``blocks``, ``norm``.
+shared), ``blocks_s1`` / ``blocks_s2``, ``norm_s1`` / ``norm_s2``, ``blocks``, ``norm``, and
+``fc_norm`` for models whose feature is pooled (``config.global_pool == "avg"``, CSMAE).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class CSMoE(nn.Module):
         self.norm_s2 = norm(d)
         self.blocks = _blocks(config, config.depth_shared)
         self.norm = norm(d)
+        # CSMAE (timm, global_pool="avg"): feature = fc_norm(mean of the patch tokens)
+        self.fc_norm = norm(d) if config.global_pool == "avg" else None
         self.expert_weights: dict[str, list[Tensor]] | None = None
         self.initialize_weights()
 
@@ -263,9 +266,46 @@ class CSMoE(nn.Module):
             self.expert_weights = out.routing
         return out
 
+    def pooled(self, out: EncoderOutput, sensor: str) -> Tensor:
+        """The model's classification feature of one sensor (B, D): the raw [CLS] token, or
+        for ``global_pool="avg"`` (CSMAE) ``fc_norm`` of the mean of the patch tokens."""
+        if self.fc_norm is None:
+            return out.cls[sensor]
+        return self.fc_norm(out.tokens[sensor].mean(dim=1))
+
     def forward_head(self, out: EncoderOutput) -> Tensor:
-        """The classification feature: raw [CLS], concatenated over the sensors given (B, D·k)."""
-        return torch.cat([out.cls[s] for s in SENSORS if s in out.cls], dim=-1)
+        """The classification feature (:meth:`pooled`), concatenated over the sensors given
+        (B, D·k)."""
+        return torch.cat([self.pooled(out, s) for s in SENSORS if s in out.cls], dim=-1)
+
+    def forward_intermediates(
+        self, x: Tensor, sensor: str, layers: tuple[int, ...]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Final tokens (B, 1 + N, D) of one sensor plus the outputs (B, 1 + N, D) of the
+        blocks ``layers`` index, counted along the sensor's path (modality-specific blocks
+        first, then shared ones; negative indices count from the end). Outputs are taken
+        before the final norms, as multi-level probes (UPerNet) use them."""
+        self.check_input(x, sensor)
+        _, _, specific, norm = self._parts(sensor)
+        depth = len(specific) + len(self.blocks)
+        wanted = sorted({i % depth for i in layers if -depth <= i < depth})
+        if len(wanted) != len(set(layers)):
+            raise InputError(
+                expected("layers", f"distinct block indices in [-{depth}, {depth})", layers)
+            )
+        tokens, cls = self.embed(x, sensor)
+        h = torch.cat([cls, tokens], dim=1)
+        kept: dict[int, Tensor] = {}
+        for i, block in enumerate(specific):
+            h = block(h)
+            if i in wanted:
+                kept[i] = h
+        h = norm(h)
+        for i, block in enumerate(self.blocks, start=len(specific)):
+            h = block(h)
+            if i in wanted:
+                kept[i] = h
+        return self.norm(h), [kept[i % depth] for i in layers]
 
     def forward(
         self, s1: Tensor | None = None, s2: Tensor | None = None, *, return_routing: bool = False

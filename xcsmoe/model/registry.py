@@ -22,6 +22,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
         "img_size": 120,
         "patch_size": 15,
         "s1_bands": ("vh", "vv"),  # CSMAE's released data pipeline stacks VH, VV
+        "global_pool": "avg",  # its feature: fc_norm over the mean of the patch tokens
         "depth_specific": 10,
         "depth_shared": 2,
         "num_experts": 0,
@@ -74,7 +75,9 @@ def create_model(
 
     ``weights``: a file written by :func:`~xcsmoe.model.checkpoint.save_checkpoint` (or a
     CSMAE Lightning ``.ckpt`` for ``csmae_p15``), loaded strictly (encoder-only weights
-    into a pretraining model load into its ``backbone``). ``overrides``: config fields.
+    into a pretraining model load into its ``backbone``). A file that stores its config
+    must be of variant ``name``, and the network takes the input band order stored there
+    (``s1_bands``/``s2_bands``, unless overridden).
     """
     from xcsmoe.model.encoder import CSMoE
     from xcsmoe.model.pretrain import CSMoEForPretraining
@@ -83,9 +86,18 @@ def create_model(
     build = CSMoEForPretraining if pretraining else CSMoE
     if weights is None:
         return build(config)
+    from xcsmoe.errors import CheckpointError
     from xcsmoe.model.checkpoint import load_state, read_checkpoint
 
-    state, _ = read_checkpoint(weights)
+    state, stored = read_checkpoint(weights)
+    if stored is not None:
+        if stored.name != name:
+            raise CheckpointError(
+                f"weights: checkpoint is {stored.name}, model is {name}. "
+                f"Pass {stored.name!r} as the model name, or weights trained as {name}."
+            )
+        bands = {k: getattr(stored, k) for k in ("s1_bands", "s2_bands") if k not in overrides}
+        config = config.replace(**bands)
     # strict loading overwrites every tensor, so skip the random initialisation
     device = torch.empty(0).device
     with torch.device("meta"):

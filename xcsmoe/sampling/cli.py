@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xcsmoe.cli import non_negative_int, positive_float, positive_int
+
 __all__ = ["add_commands", "read_items"]
 
 
@@ -96,12 +98,16 @@ def _items(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--per-stratum", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--generations", type=int, default=150)
-    parser.add_argument("--population", type=int, default=40)
-    parser.add_argument("--max-seconds", type=float, default=None, help="GA budget per stratum")
-    parser.add_argument("--workers", type=int, default=1, help="Dask workers (1: in-process)")
+    parser.add_argument("--per-stratum", type=positive_int, default=100)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--generations", type=positive_int, default=150)
+    parser.add_argument("--population", type=positive_int, default=40)
+    parser.add_argument(
+        "--max-seconds", type=positive_float, default=None, help="GA budget per stratum"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=1, help="Dask workers (1: in-process)"
+    )
     parser.add_argument("--method", choices=("centre", "majority"), default="centre")
     parser.add_argument("--climate", default=None, help="climate raster (default Köppen–Geiger)")
     parser.add_argument("--landcover", default=None, help="land-cover raster (default MODIS IGBP)")
@@ -113,7 +119,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = sample.add_subparsers(dest="sample_command", required=True)
     grid = sub.add_parser("majortom", help="Major TOM grid cells over land")
     grid.add_argument("--region", type=float, nargs=4, metavar=("W", "S", "E", "N"), default=None)
-    grid.add_argument("--spacing-km", type=float, default=10.0)
+    grid.add_argument("--spacing-km", type=positive_float, default=10.0)
     _common(grid)
     grid.set_defaults(run=_majortom)
     items = sub.add_parser("items", help="STAC items from JSON files or a static catalog")

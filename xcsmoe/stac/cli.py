@@ -7,6 +7,8 @@ import signal
 import sys
 import time
 
+from xcsmoe.cli import percentage, port_number, positive_float, positive_int
+
 
 def _build(args: argparse.Namespace) -> int:
     from xcsmoe.stac.sample_catalog import build_example_catalog, example_catalog
@@ -77,7 +79,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="serve a static catalog as a STAC API (rustac)")
     serve.add_argument("--catalog", default=None, help="catalog path (default: the sample)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=None, help="default: a free port")
+    serve.add_argument("--port", type=port_number, default=None, help="default: a free port")
     serve.set_defaults(run=_serve)
 
     find = sub.add_parser("search", help="list matching items (id, collection, time)")
@@ -86,9 +88,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     find.add_argument("--collections", nargs="+", default=None)
     find.add_argument("--bbox", nargs=4, type=float, default=None, metavar=("W", "S", "E", "N"))
     find.add_argument("--datetime", default=None, help="e.g. 2017-06-01/2017-06-30")
-    find.add_argument("--max-cloud-cover", type=float, default=None)
-    find.add_argument("--max-items", type=int, default=None)
-    find.add_argument("--timeout", type=float, default=10.0)
+    find.add_argument("--max-cloud-cover", type=percentage, default=None)
+    find.add_argument("--max-items", type=positive_int, default=None)
+    find.add_argument("--timeout", type=positive_float, default=10.0)
     find.set_defaults(run=_search)
 
     providers = sub.add_parser("providers", help="list provider collection configurations")

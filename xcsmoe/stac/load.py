@@ -15,6 +15,9 @@ Cube layout (the contract with the embedding code):
   left out are reported with a warning.
 * coordinate ``s2_offset`` (on ``time``): DN offset of each step's processing baseline
   (-1000 from baseline 04.00, else 0), applied by :func:`xcsmoe.normalise`.
+* attribute ``s2_processing_level`` (``"L2A"``, ``"L1C"``, or e.g. ``"L1C+L2A"`` when
+  mixed) where the items say (:func:`xcsmoe.sensors.item_processing_level`); embedding
+  warns when it is not the level of the normalisation statistics.
 * S2 20 m bands are resampled to the grid with ``resampling``: nearest neighbour by
   default, as the CSMoE paper does for its 20 m bands; bands already on
   the grid are copied exactly, whatever the method.
@@ -34,7 +37,7 @@ from odc.geo.geobox import GeoBox
 from odc.stac import load as odc_load
 
 from xcsmoe.errors import ConfigError, GridError, expected
-from xcsmoe.sensors import SENSORS
+from xcsmoe.sensors import SENSORS, item_processing_level
 from xcsmoe.stac.plan import CubePlan, GroupKey, SensorPlan, plan_cube
 from xcsmoe.stac.providers import ProviderConfig
 
@@ -188,6 +191,9 @@ def _assemble(
             units="DN", description="add to S2 values before scaling (processing baseline)"
         )
         attrs.update(s2.attrs)
+        levels = {item_processing_level(i.properties, i.collection_id) for i in plan.s2.items}
+        if levels - {None}:
+            attrs["s2_processing_level"] = "+".join(sorted(levels - {None}))
     if s1 is not None and s2 is not None:
         s1 = _pair_s1(s1, s2, plan.s1_index)
         attrs.update(s1.attrs, s1_matching=f"nearest S1 step within {pd.Timedelta(s1_tolerance)}")

@@ -1,0 +1,348 @@
+"""Pretraining data path, measured in one run (noisy on a shared machine).
+
+Prints (patch-store part):
+  1. store writing ÷ raw rasterio reading of the same GeoTIFF pixels (target ≥ 0.7);
+  2. peak memory (VmHWM of a child process) while building a store 8× larger
+     (target ≤ 1.3× growth).
+Inputs are the real Major TOM Core cells of ``../shared/fixtures/real``, repeated as new
+cells (hard links) in a temporary folder, so every tile is a real GeoTIFF read.
+
+Usage: python benchmarks/pretrain.py [--copies 4] [--patch 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import rasterio
+
+REPO = Path(__file__).resolve().parents[1]
+MAJORTOM = REPO.parent / "shared" / "fixtures" / "real" / "major-tom-core" / "S2L2A"
+
+
+def make_cells(folder: Path, copies: int) -> Path:
+    """``copies`` × the real cells as new Major TOM cells under ``folder`` (hard links)."""
+    root = folder / "S2L2A"
+    for product in sorted(MAJORTOM.glob("*/*/*")):
+        row, cell = product.parent.parent.name, product.parent.name
+        for k in range(copies):
+            target = root / row / f"{cell}{k}" / product.name
+            target.mkdir(parents=True, exist_ok=True)
+            for band in product.glob("*.tif"):
+                if not (target / band.name).exists():
+                    os.link(band, target / band.name)
+    return root
+
+
+def raw_read_seconds(root: Path) -> float:
+    """Read every S2 band GeoTIFF of every tile with rasterio, whole (best of 2)."""
+    from xcsmoe.sensors import S2
+
+    files = [p / f"{b}.tif" for p in sorted(root.glob("*/*/*")) for b in S2.bands]
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for path in files:
+            with rasterio.open(path) as src:
+                src.read(1)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def store_vs_raw(copies: int, patch: int) -> dict:
+    """Throughput of ``build_patch_store`` on a running 2-process cluster ÷ raw reading."""
+    from distributed import Client, LocalCluster
+
+    from xcsmoe.pretraining.patch_store import build_patch_store
+    from xcsmoe.pretraining.readers import majortom_tiles
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_cells(Path(tmp), copies)
+        tiles = majortom_tiles(root)
+        raw = raw_read_seconds(root)
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            build_patch_store(  # warm-up: workers import rasterio, zarr and xcsmoe once
+                tiles[:1], Path(tmp) / "warm.zarr", patch_size=patch, require_pairs=False,
+                client=client, progress=False,
+            )  # fmt: skip
+            start = time.perf_counter()
+            report = build_patch_store(
+                tiles, Path(tmp) / "store.zarr", patch_size=patch, require_pairs=False,
+                client=client, progress=False,
+            )  # fmt: skip
+            build = time.perf_counter() - start
+    return {
+        "tiles": len(tiles),
+        "patches": report.patches,
+        "raw_read_s": raw,
+        "store_s": build,
+        "ratio": raw / build,
+    }
+
+
+def memory_run(copies: int, patch: int) -> None:
+    """Child process: build a store of ``copies`` × the cells with an in-process cluster."""
+    from distributed import Client, LocalCluster
+
+    from xcsmoe.pretraining.patch_store import build_patch_store
+    from xcsmoe.pretraining.readers import majortom_tiles
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        tiles = majortom_tiles(make_cells(Path(tmp), copies))
+        report = build_patch_store(
+            tiles, Path(tmp) / "store.zarr", patch_size=patch, require_pairs=False,
+            client=client, progress=False,
+        )  # fmt: skip
+    print(json.dumps({"peak_mib": peak_rss_mib(), "patches": report.patches}))
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident set (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_growth(copies: int, patch: int) -> dict:
+    results = {}
+    for factor in (1, 8):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-run", str(copies * factor), "--patch", str(patch)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        results[factor] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "patches_1x": results[1]["patches"],
+        "patches_8x": results[8]["patches"],
+        "peak_1x_mib": results[1]["peak_mib"],
+        "peak_8x_mib": results[8]["peak_mib"],
+        "growth": results[8]["peak_mib"] / results[1]["peak_mib"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=4, help="copies of the 2 real cells")
+    parser.add_argument("--patch", type=int, default=120)
+    parser.add_argument("--memory-run", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_run is not None:
+        memory_run(args.memory_run, args.patch)
+        return
+    if not MAJORTOM.is_dir():
+        sys.exit(f"real Major TOM cells not found at {MAJORTOM}")
+    throughput = store_vs_raw(args.copies, args.patch)
+    print(
+        f"store writing ÷ raw rasterio reading: {throughput['ratio']:.2f} (target ≥ 0.7) — "
+        f"{throughput['tiles']} tiles, {throughput['patches']} patches, raw "
+        f"{throughput['raw_read_s']:.2f} s, store {throughput['store_s']:.2f} s"
+    )
+    memory = memory_growth(1, args.patch)
+    print(
+        f"peak memory 8× larger store: {memory['growth']:.2f}× (target ≤ 1.3) — "
+        f"{memory['peak_1x_mib']:.0f} MiB for {memory['patches_1x']} patches, "
+        f"{memory['peak_8x_mib']:.0f} MiB for {memory['patches_8x']} patches"
+    )
+
+
+# ====================================================================== loader and training
+# Loader patches/s (0, 1, 2 spawned workers) ÷ training-step patches/s of csmoe_p16, and the
+# masked-token order study (spatial vs random kept-token order with grouped Soft MoE slots).
+# Usage: python benchmarks/pretrain.py --training [--loader-batches 24] [--mask-steps 60]
+
+
+def replicated_sample_store(folder: Path, *, copies: int, patch: int = 120) -> Path:
+    """The sample catalog's real pairs cut by build_patch_store, repeated ``copies`` times."""
+    import numpy as np
+    import xarray as xr
+
+    import xcsmoe
+    from xcsmoe.pretraining.patch_store import build_patch_store
+
+    items = list(xcsmoe.example_catalog(folder / "catalog").get_items(recursive=True))
+    base = folder / "base.zarr"
+    build_patch_store(items, base, patch_size=patch, val_fraction=0.0, n_workers=1, progress=False)
+    ds = xr.open_zarr(base)
+    n = ds.sizes["patch"]
+    big = ds.isel(patch=np.tile(np.arange(n), copies)).compute()
+    big["split"] = ("patch", np.zeros(big.sizes["patch"], "uint8"))
+    encoding = {v: {"chunks": (8, *big[v].shape[1:])} for v in ("s1", "s2")}
+    for name in big.variables:
+        big[name].encoding = {}
+    out = folder / "replicated.zarr"
+    big.to_zarr(out, zarr_format=3, consolidated=True, mode="w", encoding=encoding)
+    return out
+
+
+def loader_patches_per_s(store: Path, *, workers: int, batches: int, batch_size: int) -> float:
+    """Patches/s the loader delivers (resized to csmoe_p16's 224 px), after one warm-up batch."""
+    from xcsmoe.model.registry import model_config
+    from xcsmoe.pretraining.loader import patch_loader, store_plan
+
+    plan = store_plan(store, model_config("csmoe_p16"))
+    loader = patch_loader(plan, batch_size=batch_size, workers=workers)
+    done, epoch, start = 0, 0, None
+    while done < batches:
+        loader.sampler.set_epoch(epoch)
+        for _ in loader:
+            if start is None:
+                start = time.perf_counter()
+                continue
+            done += 1
+            if done >= batches:
+                break
+        epoch += 1
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def train_step_patches_per_s(*, batch_size: int, steps: int) -> float:
+    """csmoe_p16 forward + backward + AdamW step patches/s on random 224 px inputs."""
+    import torch
+
+    from xcsmoe.model.registry import create_model
+
+    model = create_model("csmoe_p16", pretraining=True)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    s1, s2 = torch.randn(batch_size, 2, 224, 224), torch.randn(batch_size, 10, 224, 224)
+
+    def step() -> None:
+        optimiser.zero_grad()
+        model(s1, s2).loss.backward()
+        optimiser.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def loader_vs_training(*, batches: int, batch_size: int = 8) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = replicated_sample_store(Path(tmp), copies=16)
+        loader = {
+            w: loader_patches_per_s(store, workers=w, batches=batches, batch_size=batch_size)
+            for w in (0, 1, 2)
+        }
+    train = train_step_patches_per_s(batch_size=2, steps=3)
+    return {"loader": loader, "train": train, "ratio": {w: v / train for w, v in loader.items()}}
+
+
+def mask_order_study(*, steps: int) -> dict:
+    """Spatial vs random kept-token order on csmoe_tiny with the sample patches.
+
+    1. same weights and masks, only the order differs: relative change of each loss and
+       cosine similarity of the masked-forward [CLS] features;
+    2. ``steps`` training steps per order (same seed): final losses, and how close each
+       encoder's [CLS] of a 50 %-masked input (in its training order) is to its [CLS] at
+       inference (all tokens, row-major).
+    """
+    import numpy as np
+    import torch
+
+    from xcsmoe.model.pretrain import CSMoEForPretraining
+    from xcsmoe.model.registry import model_config
+    from xcsmoe.pretraining.loader import patch_loader, store_plan
+    from xcsmoe.pretraining.recipe import PretrainRecipe
+    from xcsmoe.pretraining.train import pretrain, read_losses
+
+    torch.set_num_threads(1)
+    config = model_config("csmoe_tiny")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = replicated_sample_store(Path(tmp), copies=8, patch=32 * 3)
+        plan = store_plan(store, config)
+        batch = next(iter(patch_loader(plan, batch_size=16, flips=False)))
+
+        def masked_cls(model: CSMoEForPretraining, spatial: bool, seed: int = 0):
+            model.spatial_order = spatial
+            g = torch.Generator().manual_seed(seed)
+            feats, *_ = model.encode_masked(batch["s2"], "s2", 0.5, g)
+            return feats[:, 0]
+
+        torch.manual_seed(0)
+        init = CSMoEForPretraining(config).eval()
+        with torch.no_grad():
+            losses = {}
+            for spatial in (True, False):
+                init.spatial_order = spatial
+                g = torch.Generator().manual_seed(0)
+                result = init(batch["s1"], batch["s2"], generator=g)
+                losses[spatial] = {k: float(v) for k, v in result.losses.items()}
+            cos = torch.cosine_similarity(masked_cls(init, True), masked_cls(init, False)).mean()
+        out["same_weights"] = {
+            "rel_change": {
+                k: abs(losses[True][k] - losses[False][k]) / max(abs(losses[False][k]), 1e-12)
+                for k in ("uni", "cross", "mim", "total")
+            },
+            "cls_cosine": float(cos),
+        }
+        trained = {}
+        for order in ("spatial", "random"):
+            recipe = PretrainRecipe(
+                variant="csmoe_tiny", store=store, output=Path(tmp) / order, max_steps=steps,
+                batch_size=8, lr=1e-3, warmup_steps=steps // 10, seed=0, workers=0,
+                checkpoint_every=steps, log_every=1, mask_order=order,
+            )  # fmt: skip
+            result = pretrain(recipe, progress=False)
+            _, total = read_losses(result.metrics, "train/total")
+            model = CSMoEForPretraining(config).eval()
+            state = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+            with torch.no_grad():
+                full = model.backbone(s2=batch["s2"]).cls["s2"]
+                sims = [
+                    torch.cosine_similarity(masked_cls(model, order == "spatial", s), full).mean()
+                    for s in range(4)
+                ]
+            trained[order] = {
+                "final_loss": float(np.mean(total[-10:])),
+                "masked_vs_inference_cls_cosine": float(torch.stack(sims).mean()),
+            }
+        out["trained"] = trained
+    return out
+
+
+def training_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="loader and training benchmarks")
+    parser.add_argument("--training", action="store_true")
+    parser.add_argument("--loader-batches", type=int, default=24)
+    parser.add_argument("--mask-steps", type=int, default=60)
+    parser.add_argument("--skip-loader", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.skip_loader:
+        speed = loader_vs_training(batches=args.loader_batches)
+        for w, value in speed["loader"].items():
+            print(
+                f"loader {w} workers: {value:.1f} patches/s ÷ csmoe_p16 train step "
+                f"{speed['train']:.2f} patches/s = {speed['ratio'][w]:.1f} (target ≥ 1.0 with 2)"
+            )
+    study = mask_order_study(steps=args.mask_steps)
+    print(json.dumps(study, indent=1))
+
+
+if __name__ == "__main__":
+    if "--training" in sys.argv:
+        training_main(sys.argv[1:])
+    else:
+        main()

@@ -1,0 +1,251 @@
+"""Patch stores from the sample catalog: exact contents, bad inputs, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+
+from xcsmoe.errors import ConfigError, InputError
+from xcsmoe.pretraining import patch_store
+from xcsmoe.pretraining.patch_store import build_patch_store
+from xcsmoe.sensors import S1, S2
+
+PATCH = 60
+
+
+@pytest.fixture(scope="module")
+def patch_client():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pair_items(sample_items):
+    return [
+        item for pair in zip(sample_items["s2"], sample_items["s1"], strict=True) for item in pair
+    ]
+
+
+def _read(href: str) -> np.ndarray:
+    with rasterio.open(href.removeprefix("file://")) as src:
+        return src.read(1)
+
+
+def source_patches(s2_item, s1_item, patch: int) -> dict[tuple[int, int], tuple]:
+    """Every full patch of a pair read straight from its GeoTIFFs: (row, col) -> (s2, s1)."""
+    s2 = []
+    for band in S2.bands:
+        raw = _read(s2_item.assets[band].href)
+        factor = 120 // raw.shape[0]
+        s2.append(raw.repeat(factor, axis=0).repeat(factor, axis=1))
+    s2 = np.stack(s2)
+    s1 = np.stack([_read(s1_item.assets[b].href) for b in ("vv", "vh")]).astype(np.float32)
+    s1 = (10.0 ** (s1 / np.float32(10.0))).astype(np.float32)
+    out = {}
+    for row in range(120 // patch):
+        for col in range(120 // patch):
+            win = np.s_[:, row * patch : (row + 1) * patch, col * patch : (col + 1) * patch]
+            out[(row, col)] = (s2[win], s1[win])
+    return out
+
+
+def test_store_holds_exactly_the_valid_patches_of_the_sample(
+    sample_items, pair_items, patch_client, tmp_path
+):
+    store = tmp_path / "sample.zarr"
+    report = build_patch_store(
+        pair_items, store, patch_size=PATCH, client=patch_client, progress=False, seed=3,
+        val_fraction=0.25,
+    )  # fmt: skip
+    expected = {}
+    for s2_item, s1_item in zip(sample_items["s2"], sample_items["s1"], strict=True):
+        for (row, col), (s2, s1) in source_patches(s2_item, s1_item, PATCH).items():
+            if (s2 != 0).all() and np.isfinite(s1).all():
+                expected[(s2_item.id, row, col)] = (s2, s1, s1_item.id)
+    ds = xr.open_zarr(store)
+    assert report.patches == ds.sizes["patch"] == len(expected) > 0
+    assert report.discarded_invalid == 6 * (120 // PATCH) ** 2 - len(expected)
+    assert ds["s2"].dtype == np.uint16 and ds["s1"].dtype == np.float32
+    assert list(ds["band_s2"].values) == list(S2.bands)
+    assert list(ds["band_s1"].values) == list(S1.bands)
+    assert ds.attrs["xcsmoe_patch_store"] == 1 and ds.attrs["patch_size"] == PATCH
+    assert ds.attrs["xcsmoe_complete"] is True
+    seen = set()
+    for i in range(ds.sizes["patch"]):
+        tile = str(ds["tile_id"].values[i])
+        item = next(it for it in sample_items["s2"] if it.id == tile)
+        affine = ds["transform"].values[i]
+        origin = item.assets["B02"].extra_fields["proj:transform"]
+        col = round((affine[2] - origin[2]) / 10 / PATCH)
+        row = round((origin[5] - affine[5]) / 10 / PATCH)
+        s2, s1, s1_id = expected[(tile, row, col)]
+        np.testing.assert_array_equal(ds["s2"].values[i], s2)
+        np.testing.assert_allclose(ds["s1"].values[i], s1, rtol=1e-6)
+        assert ds["item_s2"].values[i] == tile and ds["item_s1"].values[i] == s1_id
+        assert ds["has_s1"].values[i] and ds["has_s2"].values[i]
+        seen.add((tile, row, col))
+    assert seen == set(expected)
+    lon, lat = ds["lon"].values, ds["lat"].values
+    for i, tile in enumerate(ds["tile_id"].values):
+        west, south, east, north = next(it.bbox for it in sample_items["s2"] if it.id == tile)
+        assert west < lon[i] < east and south < lat[i] < north
+    assert set(np.unique(ds["split"].values)) <= {0, 1}
+    assert not (store.parent / f".{store.name}.scan").exists()  # staging removed
+
+
+def test_split_is_seeded_and_reproducible(pair_items, patch_client, tmp_path):
+    splits = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        build_patch_store(
+            pair_items, tmp_path / f"{name}.zarr", patch_size=30, seed=seed, val_fraction=0.3,
+            client=patch_client, progress=False,
+        )  # fmt: skip
+        splits.append(xr.open_zarr(tmp_path / f"{name}.zarr")["split"].values)
+    np.testing.assert_array_equal(splits[0], splits[1])
+    assert not np.array_equal(splits[0], splits[2])
+    assert 0 < splits[0].mean() < 0.6
+
+
+def test_single_sensor_patches_are_kept_and_flagged(sample_items, patch_client, tmp_path):
+    items = [*sample_items["s2"][:2], *sample_items["s1"][2:3]]
+    report = build_patch_store(
+        items, tmp_path / "single.zarr", patch_size=PATCH, require_pairs=False,
+        client=patch_client, progress=False,
+    )  # fmt: skip
+    ds = xr.open_zarr(tmp_path / "single.zarr")
+    assert report.patches == 12
+    s1_only = ds["has_s1"].values & ~ds["has_s2"].values
+    assert s1_only.sum() == 4 and (ds["has_s2"].values.sum() == 8)
+    assert (ds["s2"].values[s1_only] == 0).all()
+    assert np.isnan(ds["s1"].values[~ds["has_s1"].values]).all()
+    assert (ds["item_s1"].values[~ds["has_s1"].values] == "").all()
+    assert np.isnat(ds["time_s1"].values[~ds["has_s1"].values]).all()
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+
+def test_empty_selection_is_refused(tmp_path):
+    import geopandas as gpd
+
+    with pytest.raises(InputError, match="empty selection"):
+        build_patch_store([], tmp_path / "x.zarr")
+    empty = gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326")
+    with pytest.raises(InputError, match=r"empty selection|at least one row"):
+        build_patch_store(empty, tmp_path / "x.zarr", items=[])
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_no_pair_while_pairs_are_required(sample_items, tmp_path):
+    with pytest.raises(InputError, match=r"S1\+S2 pair.*require_pairs=False"):
+        build_patch_store(sample_items["s2"], tmp_path / "x.zarr")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_patch_size_not_a_multiple_of_the_model_patch(pair_items, tmp_path):
+    with pytest.raises(ConfigError, match=r"multiple of the model patch 16.*100"):
+        build_patch_store(pair_items, tmp_path / "x.zarr", patch_size=100, model="csmoe_tiny")
+    with pytest.raises(ConfigError, match=r"multiple of the model patch 15"):
+        build_patch_store(pair_items, tmp_path / "x.zarr", patch_size=64, model=15)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_store_of_other_settings_or_bands_is_refused_and_left_intact(
+    pair_items, patch_client, tmp_path
+):
+    store = tmp_path / "s.zarr"
+    build_patch_store(pair_items, store, patch_size=PATCH, client=patch_client, progress=False)
+    before = _snapshot(store)
+    with pytest.raises(ConfigError, match=r"patch_size: store 60, this job 40"):
+        build_patch_store(pair_items, store, patch_size=40, client=patch_client, progress=False)
+    assert _snapshot(store) == before
+    # a store written for another band set
+    group = zarr.open_group(str(store), mode="r+")
+    job = json.loads(group.attrs["xcsmoe_job"])
+    job["bands_s2"] = ["B02", "B03", "B04", "B08"]
+    group.attrs["xcsmoe_job"] = json.dumps(job, sort_keys=True)
+    before = _snapshot(store)
+    with pytest.raises(
+        ConfigError, match=r"bands_s2: store \[\"B02\", \"B03\", \"B04\", \"B08\"\]"
+    ):
+        build_patch_store(pair_items, store, patch_size=PATCH, client=patch_client, progress=False)
+    assert _snapshot(store) == before
+
+
+def test_unwritable_output_is_refused_before_any_work(pair_items, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="writable"):
+        build_patch_store(pair_items, blocker / "s.zarr", patch_size=PATCH)
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="not writable"):
+            build_patch_store(pair_items, locked / "s.zarr", patch_size=PATCH)
+    finally:
+        locked.chmod(0o755)
+
+
+# -------------------------------------------------------------------------------- resume
+
+
+def test_interrupted_job_resumes_only_missing_regions_byte_identical(
+    pair_items, patch_client, tmp_path, monkeypatch
+):
+    settings = {"patch_size": PATCH, "chunk_patches": 2, "region_chunks": 1, "progress": False}
+    reference = tmp_path / "reference.zarr"
+    build_patch_store(pair_items, reference, client=patch_client, **settings)
+
+    real = patch_store.write_patch_region
+    failed = []
+
+    def fail_once(store, scan_dir, index, sources):
+        if index == 5 and not failed:
+            failed.append(index)
+            raise RuntimeError("disk went away")
+        return real(store, scan_dir, index, sources)
+
+    store = tmp_path / "resumed.zarr"
+    monkeypatch.setattr(patch_store, "write_patch_region", fail_once)
+    from distributed import Client, LocalCluster
+
+    with (  # noqa: SIM117  its own cluster, closed before the markers are read: no write is in flight
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as failing,
+    ):
+        with pytest.raises(RuntimeError, match="disk went away"):
+            build_patch_store(pair_items, store, client=failing, **settings)
+    monkeypatch.undo()
+    done = zarr.open_array(str(store / "region_done"), mode="r")[...]
+    assert not done[5] and not zarr.open_group(str(store)).attrs["xcsmoe_complete"]
+    report = build_patch_store(pair_items, store, client=patch_client, **settings)
+    assert report.blocks_scanned == 0  # the scan was not repeated
+    assert report.regions_written == int((done == 0).sum()) < report.regions
+    assert _snapshot(store) == _snapshot(reference)
+    again = build_patch_store(pair_items, store, client=patch_client, **settings)
+    assert again.regions_written == 0 and again.patches == report.patches

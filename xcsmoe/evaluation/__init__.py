@@ -1,0 +1,1 @@
+"""Evaluation: feature stores, linear and segmentation probes, retrieval, results tables."""

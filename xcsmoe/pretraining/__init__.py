@@ -1,0 +1,1 @@
+"""Pretraining: patch stores, loading and training of CSMoE."""
