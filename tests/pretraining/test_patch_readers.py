@@ -13,19 +13,6 @@ from xcsmoe.sensors import S2
 
 
 @pytest.fixture(scope="module")
-def reader_client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-@pytest.fixture(scope="module")
 def real_dir(shared_dir):
     path = shared_dir / "fixtures" / "real"
     if not path.is_dir():
@@ -38,7 +25,7 @@ def _read(path) -> np.ndarray:
         return src.read(1)
 
 
-def test_majortom_store_holds_exactly_the_valid_patches(real_dir, reader_client, tmp_path):
+def test_majortom_store_holds_exactly_the_valid_patches(real_dir, threaded_client, tmp_path):
     root = real_dir / "major-tom-core"
     tiles = majortom_tiles(root)
     assert [t.tile_id for t in tiles] == ["0U_199R", "199U_1099R"]
@@ -46,7 +33,7 @@ def test_majortom_store_holds_exactly_the_valid_patches(real_dir, reader_client,
     patch = 120
     report = build_patch_store(
         tiles, tmp_path / "mt.zarr", patch_size=patch, require_pairs=False,
-        client=reader_client, progress=False,
+        client=threaded_client, progress=False,
     )  # fmt: skip
     ds = xr.open_zarr(tmp_path / "mt.zarr")
     expected = {}
@@ -107,13 +94,13 @@ def _centre_oracle(path, geobox) -> np.ndarray:
     return out
 
 
-def test_ssl4eo_store_holds_exactly_the_valid_patches(real_dir, reader_client, tmp_path):
+def test_ssl4eo_store_holds_exactly_the_valid_patches(real_dir, threaded_client, tmp_path):
     root = real_dir / "ssl4eo-s12"
     tiles = ssl4eo_tiles(root)
     assert [t.tile_id for t in tiles] == ["0000200/0", "0000200/1"]
     patch = 120
     report = build_patch_store(
-        tiles, tmp_path / "ssl.zarr", patch_size=patch, client=reader_client, progress=False
+        tiles, tmp_path / "ssl.zarr", patch_size=patch, client=threaded_client, progress=False
     )
     ds = xr.open_zarr(tmp_path / "ssl.zarr")
     kept = 0

@@ -21,19 +21,6 @@ PATCH = 60
 
 
 @pytest.fixture(scope="module")
-def patch_client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-@pytest.fixture(scope="module")
 def pair_items(sample_items):
     return [
         item for pair in zip(sample_items["s2"], sample_items["s1"], strict=True) for item in pair
@@ -64,11 +51,11 @@ def source_patches(s2_item, s1_item, patch: int) -> dict[tuple[int, int], tuple]
 
 
 def test_store_holds_exactly_the_valid_patches_of_the_sample(
-    sample_items, pair_items, patch_client, tmp_path
+    sample_items, pair_items, threaded_client, tmp_path
 ):
     store = tmp_path / "sample.zarr"
     report = build_patch_store(
-        pair_items, store, patch_size=PATCH, client=patch_client, progress=False, seed=3,
+        pair_items, store, patch_size=PATCH, client=threaded_client, progress=False, seed=3,
         val_fraction=0.25,
     )  # fmt: skip
     expected = {}
@@ -107,12 +94,12 @@ def test_store_holds_exactly_the_valid_patches_of_the_sample(
     assert not (store.parent / f".{store.name}.scan").exists()  # staging removed
 
 
-def test_split_is_seeded_and_reproducible(pair_items, patch_client, tmp_path):
+def test_split_is_seeded_and_reproducible(pair_items, threaded_client, tmp_path):
     splits = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         build_patch_store(
             pair_items, tmp_path / f"{name}.zarr", patch_size=30, seed=seed, val_fraction=0.3,
-            client=patch_client, progress=False,
+            client=threaded_client, progress=False,
         )  # fmt: skip
         splits.append(xr.open_zarr(tmp_path / f"{name}.zarr")["split"].values)
     np.testing.assert_array_equal(splits[0], splits[1])
@@ -120,11 +107,11 @@ def test_split_is_seeded_and_reproducible(pair_items, patch_client, tmp_path):
     assert 0 < splits[0].mean() < 0.6
 
 
-def test_single_sensor_patches_are_kept_and_flagged(sample_items, patch_client, tmp_path):
+def test_single_sensor_patches_are_kept_and_flagged(sample_items, threaded_client, tmp_path):
     items = [*sample_items["s2"][:2], *sample_items["s1"][2:3]]
     report = build_patch_store(
         items, tmp_path / "single.zarr", patch_size=PATCH, require_pairs=False,
-        client=patch_client, progress=False,
+        client=threaded_client, progress=False,
     )  # fmt: skip
     ds = xr.open_zarr(tmp_path / "single.zarr")
     assert report.patches == 12
@@ -171,13 +158,13 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 
 def test_a_store_of_other_settings_or_bands_is_refused_and_left_intact(
-    pair_items, patch_client, tmp_path
+    pair_items, threaded_client, tmp_path
 ):
     store = tmp_path / "s.zarr"
-    build_patch_store(pair_items, store, patch_size=PATCH, client=patch_client, progress=False)
+    build_patch_store(pair_items, store, patch_size=PATCH, client=threaded_client, progress=False)
     before = _snapshot(store)
     with pytest.raises(ConfigError, match=r"patch_size: store 60, this job 40"):
-        build_patch_store(pair_items, store, patch_size=40, client=patch_client, progress=False)
+        build_patch_store(pair_items, store, patch_size=40, client=threaded_client, progress=False)
     assert _snapshot(store) == before
     # a store written for another band set
     group = zarr.open_group(str(store), mode="r+")
@@ -188,7 +175,9 @@ def test_a_store_of_other_settings_or_bands_is_refused_and_left_intact(
     with pytest.raises(
         ConfigError, match=r"bands_s2: store \[\"B02\", \"B03\", \"B04\", \"B08\"\]"
     ):
-        build_patch_store(pair_items, store, patch_size=PATCH, client=patch_client, progress=False)
+        build_patch_store(
+            pair_items, store, patch_size=PATCH, client=threaded_client, progress=False
+        )
     assert _snapshot(store) == before
 
 
@@ -213,11 +202,11 @@ def test_unwritable_output_is_refused_before_any_work(pair_items, tmp_path):
 
 
 def test_interrupted_job_resumes_only_missing_regions_byte_identical(
-    pair_items, patch_client, tmp_path, monkeypatch
+    pair_items, threaded_client, tmp_path, monkeypatch
 ):
     settings = {"patch_size": PATCH, "chunk_patches": 2, "region_chunks": 1, "progress": False}
     reference = tmp_path / "reference.zarr"
-    build_patch_store(pair_items, reference, client=patch_client, **settings)
+    build_patch_store(pair_items, reference, client=threaded_client, **settings)
 
     real = patch_store.write_patch_region
     failed = []
@@ -243,9 +232,9 @@ def test_interrupted_job_resumes_only_missing_regions_byte_identical(
     monkeypatch.undo()
     done = zarr.open_array(str(store / "region_done"), mode="r")[...]
     assert not done[5] and not zarr.open_group(str(store)).attrs["xcsmoe_complete"]
-    report = build_patch_store(pair_items, store, client=patch_client, **settings)
+    report = build_patch_store(pair_items, store, client=threaded_client, **settings)
     assert report.blocks_scanned == 0  # the scan was not repeated
     assert report.regions_written == int((done == 0).sum()) < report.regions
     assert _snapshot(store) == _snapshot(reference)
-    again = build_patch_store(pair_items, store, client=patch_client, **settings)
+    again = build_patch_store(pair_items, store, client=threaded_client, **settings)
     assert again.regions_written == 0 and again.patches == report.patches

@@ -132,11 +132,7 @@ def plot_embedding_pca(
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.tick_params(labelsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def window_footprint(transform: list[float], row: int, col: int) -> Polygon:
@@ -205,12 +201,16 @@ def plot_expert_usage(
     of their own; the title names the layer ("S2 block 1 of 4", "shared block 2 of 2");
     axes are in the CRS, like :func:`plot_embedding_pca`.
     """
+    return save_figure(expert_usage_figure(usage, time=time, title=title), path)
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parent folders created), close it, return the path."""
     import matplotlib.pyplot as plt
 
-    fig = expert_usage_figure(usage, time=time, title=title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

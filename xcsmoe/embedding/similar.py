@@ -105,6 +105,8 @@ def plot_similarity(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from xcsmoe.embedding.export import save_figure
+
     similarity = result["similarity"] if isinstance(result, xr.Dataset) else result
     if "time" in similarity.dims:
         similarity = similarity.isel(time=time)
@@ -166,11 +168,7 @@ def plot_similarity(
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.tick_params(labelsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- helpers
