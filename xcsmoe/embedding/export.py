@@ -235,8 +235,11 @@ def expert_usage_figure(usage: xr.DataArray, *, time: int = 0, title: str | None
     dominant = usage["dominant_expert"]
     dominant = dominant.isel(time=time) if "time" in dominant.dims else dominant
     experts = int(usage.sizes["expert"])
-    palette = plt.get_cmap("tab10" if experts <= 10 else "tab20")
-    colours = [palette(i % palette.N) for i in range(experts)]
+    # qualitative colours without the greys, so no expert resembles the no-data colour
+    name, greys = ("tab10", {7}) if experts <= 9 else ("tab20", {14, 15})
+    palette = plt.get_cmap(name)
+    usable = [palette(i) for i in range(palette.N) if i not in greys]
+    colours = [usable[i % len(usable)] for i in range(experts)]
     cmap = ListedColormap([NO_DATA_COLOUR, *colours])
     norm = BoundaryNorm(np.arange(-1.5, experts), cmap.N)
     x, y = dominant["x"].values, dominant["y"].values
