@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,9 @@ def read_checkpoint(
     path: str | PathLike[str], *, trust_pickle: bool = False
 ) -> tuple[dict[str, Tensor], CSMoEConfig | None]:
     """The raw state dict (and config if the file carries one) of a checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(expected("weights", "an existing checkpoint file", str(path)))
+    path = _checkpoint_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        except Exception as error:
-            raise CheckpointError(
-                f"weights: cannot read {path} as safetensors ({error}); the file is "
-                "truncated or corrupted. Copy or save it again."
-            ) from error
+        state, meta = _read_safetensors(path, lambda handle, key: handle.get_tensor(key))
         return state, _stored_config(meta, path)
     return _torch_state(path, trust_pickle=trust_pickle, mmap=False), None
 
@@ -82,25 +71,39 @@ def read_checkpoint_header(
     Reads the safetensors header, or memory-maps a torch zip file, so no weight is
     loaded; a truncated or corrupted file raises :class:`CheckpointError`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(expected("weights", "an existing checkpoint file", str(path)))
+    path = _checkpoint_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}  # noqa: SIM118
-        except Exception as error:
-            raise CheckpointError(
-                f"weights: cannot read {path} as safetensors ({error}); the file is "
-                "truncated or corrupted. Copy or save it again."
-            ) from error
-        state = {k: torch.empty(shape, device="meta") for k, shape in shapes.items()}
+        state, meta = _read_safetensors(
+            path, lambda handle, key: torch.empty(handle.get_slice(key).get_shape(), device="meta")
+        )
         return state, _stored_config(meta, path)
     state = _torch_state(path, trust_pickle=trust_pickle, mmap=True)
     return {k: torch.empty(v.shape, device="meta") for k, v in state.items()}, None
+
+
+def _checkpoint_file(path: str | PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(expected("weights", "an existing checkpoint file", str(path)))
+    return path
+
+
+def _read_safetensors(
+    path: Path, tensor: Callable[[Any, str], Tensor]
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``{key: tensor(handle, key)}`` over a safetensors file, and its metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            values = {k: tensor(handle, k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as error:
+        raise CheckpointError(
+            f"weights: cannot read {path} as safetensors ({error}); the file is "
+            "truncated or corrupted. Copy or save it again."
+        ) from error
+    return values, meta
 
 
 def match_checkpoint(
