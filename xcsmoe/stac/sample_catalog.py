@@ -25,6 +25,7 @@ import pystac
 import rasterio
 from odc.geo.geom import box
 
+from xcsmoe.cache import default_cache_dir
 from xcsmoe.errors import ConfigError, expected
 
 __all__ = ["S1_COLLECTION", "S2_COLLECTION", "build_example_catalog", "example_catalog"]
@@ -55,14 +56,6 @@ _S2_BANDS = (
     ("B12", "swir22", 2.190, 20),
 )
 _TIFF = "image/tiff; application=geotiff"
-
-
-def default_cache_dir() -> Path:
-    """``$XCSMOE_CACHE`` or ``$XDG_CACHE_HOME/xcsmoe`` (``~/.cache/xcsmoe``)."""
-    if os.environ.get("XCSMOE_CACHE"):
-        return Path(os.environ["XCSMOE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "xcsmoe"
 
 
 def example_catalog(path: str | os.PathLike[str] | None = None) -> pystac.Catalog:
