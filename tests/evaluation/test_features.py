@@ -136,9 +136,7 @@ def test_encoding_on_a_dask_cluster_matches_in_process(sample_set, sample_featur
         region_size=3, n_workers=1, progress=False,
     )  # fmt: skip
     assert store.attrs["xcsmoe_complete"] is True
-    np.testing.assert_allclose(
-        store["cls"].values, sample_features["cls"].values, rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        store["tokens"].values, sample_features["tokens"].values, rtol=1e-5, atol=1e-6
-    )
+    # float32, values O(1): another batch split and thread count sum in another order
+    tol = {"rtol": 1e-5, "atol": 1e-5}
+    np.testing.assert_allclose(store["cls"].values, sample_features["cls"].values, **tol)
+    np.testing.assert_allclose(store["tokens"].values, sample_features["tokens"].values, **tol)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xcsmoe.errors import InputError
-from xcsmoe.model.encoder import CSMoE, EncoderOutput
+from xcsmoe.model.encoder import CSMoE, EncoderOutput, PatchEmbed
 from xcsmoe.model.pos_embed import resample_pos_embed, sincos_2d
 from xcsmoe.model.registry import create_model
 
@@ -140,3 +140,22 @@ def test_constructs_and_runs_on_meta_device():
         out = model.forward_features(s2=torch.empty(1, 10, 224, 224))
     assert isinstance(model, CSMoE)
     assert out.tokens["s2"].shape == (1, 196, 768)
+
+
+@pytest.mark.parametrize("channels", [2, 10, 12])
+def test_patch_embedding_equals_its_convolution_also_under_bf16_autocast(channels):
+    """The matmul form gives the stride-P convolution's numbers, in float32 and in bf16.
+
+    oneDNN's bf16 stride-16 convolution returned vectors with cosine ≈ 0 to float32 for
+    10 channels on an AVX512-BF16 CPU; the patch embedding must not inherit that.
+    """
+    torch.manual_seed(0)
+    embed = PatchEmbed(16, channels, 64)
+    x = torch.randn(2, channels, 48, 64)
+    with torch.no_grad():
+        conv = embed.proj(x).flatten(2).transpose(1, 2)  # float32 reference, (B, N, D)
+        torch.testing.assert_close(embed(x), conv, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = embed(x).float()
+    cosine = torch.nn.functional.cosine_similarity(low, conv, dim=-1)
+    assert cosine.min() > 0.999, float(cosine.min())

@@ -136,8 +136,11 @@ def test_dense_encoder_equals_a_timm_composition(images, sensor):
             x = block(x)
         x = model.norm(x)
         out = model.forward_features(**{sensor: pixels})
-    np.testing.assert_allclose(out.cls[sensor].numpy(), x[:, 0].numpy(), rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(out.tokens[sensor].numpy(), x[:, 1:].numpy(), rtol=RTOL, atol=ATOL)
+    # Our patch embedding sums each 10·16·16-term patch as a matmul, timm's as a convolution:
+    # float32 rounding of the two orders differs by ~1e-6 and passes through 6 layers.
+    tol = {"rtol": RTOL, "atol": 5 * ATOL}
+    np.testing.assert_allclose(out.cls[sensor].numpy(), x[:, 0].numpy(), **tol)
+    np.testing.assert_allclose(out.tokens[sensor].numpy(), x[:, 1:].numpy(), **tol)
 
 
 # --------------------------------------------------------------------------- Soft MoE

@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from xcsmoe.errors import InputError, expected
 from xcsmoe.model.blocks import Block, Mlp, MlpFactory, soft_moe_factory
@@ -42,7 +43,13 @@ class EncoderOutput:
 
 
 class PatchEmbed(nn.Module):
-    """(B, C, H, W) → (B, H/P · W/P, D) with a stride-P convolution named ``proj``."""
+    """(B, C, H, W) → (B, H/P · W/P, D): a stride-P convolution's weights named ``proj``.
+
+    The convolution is computed as one matmul over flattened P×P patches (the same sums,
+    row-major token order). oneDNN's bf16 stride-P convolution returns wrong values on
+    AVX512-BF16/AMX CPUs for some channel counts (torch 2.14: C = 8, 10, 12, 16 at
+    P = 16, cosine to float32 near 0), so ``conv2d`` is never called under autocast.
+    """
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
@@ -50,7 +57,12 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        b, c, h, w = x.shape
+        p = self.patch_size
+        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(b, (h // p) * (w // p), c * p * p)  # (B, N, C·P·P)
+        weight = self.proj.weight.reshape(self.proj.out_channels, c * p * p)
+        return F.linear(patches, weight, self.proj.bias)
 
 
 def _blocks(config: CSMoEConfig, depth: int) -> nn.ModuleList:
