@@ -1,12 +1,21 @@
 """Embedding throughput and memory, measured in one run.
 
 Prints:
+  0. the default embed (``dtype="auto"``: bf16 autocast on CPUs with native bf16) and the
+     compiled one ÷ float32 embed, through xarray/dask on the same cube, with the lowest
+     [CLS] cosine to float32 on the real sample pairs (target ≥ 1.7×, cosine ≥ 0.999);
   1. embed through xarray/dask ÷ bare model forward on the same windows (target ≥ 0.85);
   2. embed_to_zarr on a 2-worker LocalCluster ÷ 1 worker (target ≥ 1.6);
   3. peak memory of embed_to_zarr for a cube 1× vs 8× larger (target ≤ 1.3× growth);
-  4. with CUDA: windows/s of the model in bf16 and the share of time the GPU is busy.
+  4. with CUDA: windows/s of the model in bf16 and the share of time the GPU is busy;
+  5. embed_to_zarr on the worker layouts of one machine's cores: N single-threaded worker
+     processes vs one worker with N task threads vs one worker, one task thread, N torch
+     threads;
+  6. embed_to_zarr into an S3 bucket (loopback moto_server): object-store requests per
+     written region (constant) and bytes written ÷ embedding bytes (target ≤ 1.1).
 
 Usage: python benchmarks/embed.py [--model csmoe_p16] [--windows 4] [--cluster-windows 6]
+       [--only precision,layouts]
 
 Note on 2. One run measured 1.55 on the 2-core development machine. Measured there:
   * the client + scheduler process needs 30-60 ms of CPU per region (it schedules ~24 tasks
@@ -282,6 +291,74 @@ def gpu_figures(model: str, window: int, batch: int) -> dict | None:
     return {"windows_per_s": steps * batch / wall, "gpu_busy_share": busy / wall}
 
 
+def precision_speedup(model: str, window: int, windows: int, rounds: int = 3) -> dict:
+    """embed (xarray/dask, in-process threads, default batch) at float32, at the default
+    ``dtype="auto"`` and compiled, timed round-robin on the same persisted cube; plus the
+    lowest cosines to float32 on the real sample pairs."""
+    from xcsmoe.embedding.accuracy import sample_agreement
+    from xcsmoe.embedding.precision import resolve_dtype
+
+    side = windows * window
+    cube = lazy_cube(side, side, chunk=2 * window).persist()
+    kwargs = dict(model=model, weights="random", window=window, normalise=False, device="cpu")
+    runs = {
+        "float32 (the earlier default)": dict(dtype="float32"),
+        "default (dtype='auto')": {},
+        "default + compile=True": dict(compile=True),
+    }
+
+    def once(extra: dict) -> None:
+        cube.csmoe.embed(patch=16, **kwargs, **extra).compute()
+
+    first = {}
+    for name, extra in runs.items():  # warm: build, compile
+        start = time.perf_counter()
+        once(extra)
+        first[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(lambda e=runs[name]: once(e)))
+    n = windows * windows
+    best = {name: min(t) for name, t in times.items()}
+    auto = resolve_dtype("auto", torch.device("cpu"))
+    cosine = {
+        "default (dtype='auto')": sample_agreement(model=model, window=112, dtype=auto),
+        "default + compile=True": sample_agreement(
+            model=model, window=112, dtype=auto, compile=True
+        ),
+    }
+    return {"windows": n, "best": best, "first": first, "auto": auto, "agreement": cosine}
+
+
+def worker_layouts(model: str, window: int, rows: int, cols: int) -> dict:
+    """embed_to_zarr (default dtype) on one machine's cores split three ways, best of 2."""
+    from distributed import Client, LocalCluster
+
+    cores = os.cpu_count() or 2
+    cube = lazy_cube(rows * window, cols * window, chunk=2 * window).persist()
+    kwargs = dict(model=model, weights="random", window=window, normalise=False, device="cpu")
+    layouts = {
+        f"{cores} workers x 1 thread": (cores, 1, 1),
+        f"1 worker x {cores} threads": (1, cores, 1),
+        f"1 worker x 1 thread, {cores} torch threads": (1, 1, cores),
+    }
+    spec = model_spec(model, "random")
+    best = {}
+    for name, (workers, threads, torch_threads) in layouts.items():
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=threads, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            client.run(torch.set_num_threads, torch_threads)
+            client.run(warm_worker, spec, window)
+            best[name] = min(timed_job(client, cube, kwargs).wall_s for _ in range(2))
+    return {"regions": (rows // 2) * (cols // 2), "windows": rows * cols, "best": best}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="csmoe_p16")
@@ -296,6 +373,9 @@ def main() -> None:
     parser.add_argument("--memory-window", type=int, default=64)
     parser.add_argument("--memory-side-small-model", type=int, default=2048)
     parser.add_argument("--memory-run", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset: precision,layouts (default: all)"
+    )
     args = parser.parse_args()
     if args.memory_run:
         model, *numbers = args.memory_run
@@ -303,6 +383,36 @@ def main() -> None:
         return
     dask.config.set(scheduler="threads")
     print(f"model {args.model}, window {args.window} px, torch threads {torch.get_num_threads()}")
+    only = {part for part in args.only.split(",") if part}
+    if not only or "precision" in only:
+        p = precision_speedup(args.model, args.window, args.windows)
+        base = p["best"]["float32 (the earlier default)"]
+        print(f"0. embed of {p['windows']} windows in-process; dtype='auto' here = {p['auto']}")
+        for name, seconds in p["best"].items():
+            agreement = p["agreement"].get(name)
+            accuracy = (
+                f"min [CLS] cos {agreement.min_cls_cosine:.6f}, token {agreement.min_token_cosine:.6f}"
+                if agreement
+                else "reference"
+            )
+            print(
+                f"   {name:<30} {p['windows'] / seconds:6.2f} windows/s  {base / seconds:5.2f}x "
+                f"(first run {p['first'][name]:.1f} s)  {accuracy}"
+            )
+        print("   (target: default >= 1.7x float32, min [CLS] cosine >= 0.999)")
+    if not only or "layouts" in only:
+        lay = worker_layouts(args.model, args.window, 4, 4)
+        slowest = max(lay["best"].values())
+        print(
+            f"5. embed_to_zarr worker layouts, {lay['windows']} windows in {lay['regions']} regions:"
+        )
+        for name, seconds in lay["best"].items():
+            print(
+                f"   {name:<40} {seconds:6.2f} s  {lay['windows'] / seconds:5.2f} windows/s "
+                f"{slowest / seconds:5.2f}x"
+            )
+    if only:
+        return
     a = xarray_vs_bare(args.model, args.window, args.windows, args.batch)
     print(
         f"1. xarray/dask vs bare forward, {a['windows']} windows: bare {a['bare_s']:.2f} s, "
@@ -340,6 +450,9 @@ def main() -> None:
         print(
             f"4. GPU bf16: {d['windows_per_s']:.1f} windows/s, GPU busy {100 * d['gpu_busy_share']:.0f}% of wall time"
         )
+    from object_store import object_store_figures, summary_line  # benchmarks/object_store.py
+
+    print(f"6. {summary_line(object_store_figures())}")
 
 
 if __name__ == "__main__":

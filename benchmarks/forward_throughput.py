@@ -1,4 +1,5 @@
-"""Forward throughput of csmoe_p16 vs a dense ViT-L/16 (Prithvi-300M class) and vs CSMAE.
+"""Forward throughput of csmoe_p16 vs a dense ViT-L/16 (Prithvi-300M class) and vs CSMAE,
+and of csmoe_p16 at each compute precision (float32, bf16 autocast, torch.compile).
 
 All models encode S2 images (10 bands): csmoe_p16 and ViT-L/16 at 224 px, csmae_p15 at its
 native 120 px. Ratios are measured in one run, on the same device, with random weights.
@@ -6,8 +7,15 @@ native 120 px. Ratios are measured in one run, on the same device, with random w
 * CPU (always): float32, ``torch.inference_mode``, a small batch, a few rounds.
 * CUDA (when available): bf16 autocast, larger batch, plus model FLOP utilisation
   (torch FlopCounterMode FLOPs per image × images/s ÷ the GPU's dense bf16 peak).
+* Precision table (CPU always, CUDA when available): images/s of float32, bf16 autocast
+  and both through ``torch.compile``, timed round-robin in one run, each with the lowest
+  [CLS] and token cosine to float32 on the six real S1+S2 sample pairs
+  (:func:`xcsmoe.embedding.accuracy.sample_agreement`, 112-px windows).
+  ``--precision-weights runs/pretrain-sample/encoder.safetensors --precision-model
+  csmoe_tiny`` measures trained weights instead of random ones.
 
     python benchmarks/forward_throughput.py [--threads 2] [--batch 4] [--rounds 5]
+        [--precision-only] [--precision-batch 8] [--no-compile]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -120,6 +129,82 @@ def run(device: str, batch: int, rounds: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Mode:
+    """One way to run the encoder: compute precision and whether it is compiled."""
+
+    dtype: str
+    compile: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.dtype}{' compiled' if self.compile else ''}"
+
+
+def run_precision(
+    device: str, *, model: str, weights: str, batch: int, rounds: int, compile: bool
+) -> None:
+    """Images/s of ``model`` per :class:`Mode` (S2, img_size px, round-robin medians) and
+    each mode's lowest cosine to float32 on the real sample pairs (accuracy on the CPU)."""
+    from xcsmoe.embedding.accuracy import sample_agreement
+    from xcsmoe.embedding.precision import compute_precision, resolve_dtype
+    from xcsmoe.embedding.runtime import cached_model, model_spec
+
+    target = torch.device(device)
+    modes = [Mode("float32", False), Mode("bfloat16", False)]
+    if compile:
+        modes += [Mode("float32", True), Mode("bfloat16", True)]
+    spec = model_spec(model, weights)
+    networks = {m: cached_model(spec, target, dtype=m.dtype, compile=m.compile) for m in modes}
+    size = networks[modes[0]].config.img_size
+    x = torch.randn(batch, 10, size, size, device=target)
+    sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+
+    def seconds(mode: Mode) -> float:
+        with torch.inference_mode(), compute_precision(mode.dtype, target):
+            sync()
+            start = time.perf_counter()
+            networks[mode].forward_features(s2=x)
+            sync()
+        return time.perf_counter() - start
+
+    first = {m: seconds(m) for m in modes}  # compile and warm-up
+    times: dict[Mode, list[float]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+            times[mode].append(seconds(mode))
+    ips = {m: batch / statistics.median(t) for m, t in times.items()}
+    auto = resolve_dtype("auto", target)
+    print(
+        f"\n== {device.upper()} precision: {model} ({weights}), S2 {size} px, batch {batch}, "
+        f"{torch.get_num_threads()} threads, {rounds} rounds; dtype='auto' here = {auto} =="
+    )
+    print(
+        f"{'mode':<20} {'img/s':>8} {'vs fp32':>8} {'first s':>8} "
+        f"{'min [CLS] cos':>14} {'min token cos':>14} {'S1->S2 tau':>11}"
+    )
+    base = ips[modes[0]]
+    for mode in modes:
+        if mode == modes[0]:
+            cls_cos = tok_cos = tau = "1 (ref)"
+        else:
+            agreement = sample_agreement(
+                model=model, weights=weights, window=112, dtype=mode.dtype,
+                compile=mode.compile, device=device,
+            )  # fmt: skip
+            cls_cos = f"{agreement.min_cls_cosine:.6f}"
+            tok_cos = f"{agreement.min_token_cosine:.6f}"
+            tau = f"{agreement.kendall_tau:.4f}"
+        print(
+            f"{mode.label:<20} {ips[mode]:>8.2f} {ips[mode] / base:>7.2f}x {first[mode]:>8.1f} "
+            f"{cls_cos:>14} {tok_cos:>14} {tau:>11}"
+        )
+    print(
+        "cosines: every [CLS] / token vector of the 6 real BigEarthNet S1+S2 pairs (112-px "
+        f"windows, {device}) against float32 on {device}; tau: mean Kendall tau of S1->S2 [CLS] retrieval scores"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
@@ -127,11 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed CPU rounds")
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--gpu-rounds", type=int, default=20)
+    parser.add_argument("--precision-only", action="store_true", help="only the precision table")
+    parser.add_argument("--precision-model", default="csmoe_p16")
+    parser.add_argument("--precision-weights", default="random", help='checkpoint or "random"')
+    parser.add_argument("--precision-batch", type=int, default=8, help="CPU batch of the table")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run("cpu", args.batch, args.rounds)
+    if not args.precision_only:
+        run("cpu", args.batch, args.rounds)
+    precision = dict(
+        model=args.precision_model, weights=args.precision_weights, compile=args.compile
+    )
+    run_precision("cpu", batch=args.precision_batch, rounds=args.rounds, **precision)
     if torch.cuda.is_available():
-        run("cuda", args.gpu_batch, args.gpu_rounds)
+        if not args.precision_only:
+            run("cuda", args.gpu_batch, args.gpu_rounds)
+        run_precision("cuda", batch=args.gpu_batch, rounds=args.gpu_rounds, **precision)
     else:
         print("\n(no CUDA device: bf16 / MFU measurement skipped)")
     return 0

@@ -1,8 +1,11 @@
 """Recipe: a "Minor TOM"-style pretraining selection from the global Major TOM grid.
 
-Major TOM grid cells (10 km) over land → Köppen–Geiger climate zone + MODIS IGBP land
-cover per cell centre → 100 samples per joint stratum by the genetic algorithm and at
-random → GeoParquet of both selections, Table II side by side, and maps.
+Major TOM grid cells (10 km) over land → Köppen–Geiger climate zone + land cover per
+cell centre (MODIS IGBP 2019 shipped with xcsmoe, the offline default; the paper's ESA
+WorldCover with ``--landcover esa-worldcover``, see ``recipes/paper_worldcover.py``) →
+100 samples per joint stratum by the genetic algorithm, at random and (``--greedy``) by
+greedy farthest-point → GeoParquet of the selections, Table II side by side (headed by
+the products used), and maps.
 
     python recipes/global_majortom.py --out runs/minor_tom --workers 2
 """
@@ -28,14 +31,24 @@ def run(
     seed: int = 0,
     workers: int = 2,
     archive_statistics: bool = True,
+    greedy: bool = False,
+    landcover: Any = None,
+    landcover_classes: Any = None,
     **ga_settings: Any,
 ) -> tuple[Comparison, dict[str, Any]]:
-    """Run the recipe; returns the comparison and a report (sizes, timings)."""
+    """Run the recipe; returns the comparison and a report (sizes, products, timings).
+
+    ``landcover`` / ``landcover_classes``: see
+    :func:`~xcsmoe.sampling.descriptors.add_descriptors` (default MODIS IGBP).
+    """
+    from xcsmoe.sampling.rasters import as_raster
+
     timings: dict[str, dict[str, float]] = {}
+    product = as_raster(landcover, default="landcover", classes=landcover_classes)
     with stage(timings, "archive (Major TOM grid over land)"):
-        archive = majortom_archive(region, spacing_km=spacing_km)
+        archive = majortom_archive(region, spacing_km=spacing_km, landcover=product)
     with stage(timings, "descriptors"):
-        described = add_descriptors(archive)
+        described = add_descriptors(archive, landcover=product)
     client = None
     if workers > 1:
         from dask.distributed import Client, LocalCluster
@@ -50,6 +63,7 @@ def run(
             seed=seed,
             client=client,
             archive_statistics=archive_statistics,
+            greedy=greedy,
             timings=timings,
             **ga_settings,
         )
@@ -75,8 +89,10 @@ def main() -> None:
     parser.add_argument("--per-stratum", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--generations", type=int, default=150)
+    parser.add_argument("--generations", type=int, default=400)
     parser.add_argument("--region", type=float, nargs=4, default=None, metavar=("W", "S", "E", "N"))
+    parser.add_argument("--greedy", action="store_true", help="also the greedy baseline")
+    parser.add_argument("--landcover", default=None, help="product name or raster path")
     args = parser.parse_args()
     comparison, report = run(
         args.out,
@@ -85,6 +101,8 @@ def main() -> None:
         seed=args.seed,
         workers=args.workers,
         generations=args.generations,
+        greedy=args.greedy,
+        landcover=args.landcover,
     )
     print(f"archive: {report['archive_size']:,} samples in {report['strata']} joint strata")
     print(format_statistics(comparison.table))

@@ -47,11 +47,22 @@ def example_items() -> list[Any]:
 
 
 def run(
-    items: Any, out_dir: str | Path, *, per_stratum: int = 10, seed: int = 0, **ga_settings: Any
+    items: Any,
+    out_dir: str | Path,
+    *,
+    per_stratum: int = 10,
+    seed: int = 0,
+    landcover: Any = None,
+    landcover_classes: Any = None,
+    **ga_settings: Any,
 ) -> Comparison:
-    """Archive from ``items`` (invalid footprints dropped and counted) → both selections."""
+    """Archive from ``items`` (invalid footprints dropped and counted) → both selections.
+
+    ``landcover``: None (MODIS IGBP, offline), a product name (``"esa-worldcover"``,
+    read through STAC) or a raster; ``landcover_classes``: its class table.
+    """
     archive = archive_from_items(items, on_invalid="drop")
-    described = add_descriptors(archive)
+    described = add_descriptors(archive, landcover=landcover, landcover_classes=landcover_classes)
     print(
         f"items: {archive.attrs['summary']}; described: {described.attrs['summary']['descriptors']}"
     )
@@ -68,8 +79,12 @@ def main() -> None:
     parser.add_argument("--bbox", type=float, nargs=4, default=None)
     parser.add_argument("--max-items", type=int, default=1000)
     parser.add_argument("--out", default="runs/stac_items")
-    parser.add_argument("--per-stratum", type=int, default=10)
+    parser.add_argument(
+        "--per-stratum", type=int, default=None, help="default 10 (2 for the example catalog)"
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--landcover", default=None, help="product name or raster path")
+    parser.add_argument("--landcover-classes", default=None, help="class table name or file")
     args = parser.parse_args()
     if args.api:
         items = search_items(
@@ -77,9 +92,17 @@ def main() -> None:
         )
     elif args.paths:
         items = read_items(args.paths)
-    else:
+    else:  # 12 items in 5 strata: a target below the largest stratum's 4
         items = example_items()
-    comparison = run(items, args.out, per_stratum=args.per_stratum, seed=args.seed)
+    per_stratum = args.per_stratum or (10 if args.api or args.paths else 2)
+    comparison = run(
+        items,
+        args.out,
+        per_stratum=per_stratum,
+        seed=args.seed,
+        landcover=args.landcover,
+        landcover_classes=args.landcover_classes,
+    )
     print(format_statistics(comparison.table))
     print("\n".join(f"wrote {path}" for path in comparison.files.values()))
 

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
@@ -87,7 +86,8 @@ def test_impossible_values_are_refused_by_the_parser(capsys, tmp_path, flag, val
         ["catalog", "search", "--max-items", "0"],
         ["catalog", "search", "--max-cloud-cover", "101"],
         ["sample", "majortom", "--out", "x", "--workers", "0"],
-        ["sample-job", "--workers", "0"],
+        ["demo", "--workers", "0"],
+        ["demo", "--steps", "0"],
     ],
 )
 def test_every_command_refuses_impossible_numbers(capsys, argv):
@@ -170,33 +170,3 @@ def test_rerun_resumes_and_another_job_gets_a_cli_hint(embedded, capsys):
     line = one_error_line(capsys)
     assert "normalise: store true, this job false" in line
     assert "--overwrite" in line and "overwrite=True" not in line
-
-
-def test_sample_job_with_the_tiny_model(tmp_path):
-    result = xcsmoe_command(
-        "sample-job", "--model", "csmoe_tiny", "--window", "64", "--workers", "1",
-        "--out", "out", cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    check_sample_job(tmp_path / "out", model="csmoe_tiny")
-
-
-@pytest.mark.slow
-def test_sample_job_with_the_default_model(tmp_path):
-    result = xcsmoe_command("sample-job", "--out", "out", cwd=tmp_path, timeout=3600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    check_sample_job(tmp_path / "out", model="csmoe_p16")
-
-
-def check_sample_job(out: Path, *, model: str) -> None:
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == model and len(summary["cubes"]) == 6
-    table = gpd.read_parquet(out / "cls_embeddings.parquet")
-    assert len(table) == sum(cube["windows"] for cube in summary["cubes"])
-    assert table.utm_crs.str.fullmatch(r"EPSG:326\d\d").all()
-    for cube in summary["cubes"]:
-        emb = xr.open_zarr(out.parent / cube["store"])
-        assert emb.attrs["xcsmoe_complete"] is True and emb.attrs["model"] == model
-        assert np.isfinite(emb.cls.values).all()
-        for png in (cube["pca_png"], cube["usage_png"]):
-            assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

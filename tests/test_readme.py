@@ -40,3 +40,25 @@ def test_readme_python_blocks_run_as_written(tmp_path):
         cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, f"README code failed:\n{script}\n{result.stderr[-4000:]}"
+
+
+def test_readme_pictures_exist_and_stay_small():
+    text = (ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert pictures, "README.md shows no picture"
+    for picture in pictures:
+        path = ROOT / picture
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+        assert path.stat().st_size <= 150_000, (picture, path.stat().st_size)
+
+
+def test_readme_results_table_is_the_one_the_demo_wrote():
+    """The README's table is ``docs/images/demo/results.md``, written by ``xcsmoe demo
+    --figures docs/images/demo`` together with the pictures."""
+    text = (ROOT / "README.md").read_text()
+    table = re.search(
+        r"<!-- demo results: start -->\n(.*?)<!-- demo results: end -->", text, re.DOTALL
+    )
+    assert table, "README.md lost its demo results markers"
+    written = (ROOT / "docs" / "images" / "demo" / "results.md").read_text()
+    assert table.group(1).strip() == written.strip()

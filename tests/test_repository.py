@@ -17,7 +17,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_has_setup_and_test_commands():
     setup, test = readme_commands()[:2]
-    assert "pip install -e" in setup and "xcsmoe sample-job" in setup
+    assert "pip install -e" in setup and "xcsmoe demo --out" in setup
     assert "pytest" in test
 
 

@@ -83,6 +83,14 @@ _EXPORTS: dict[str, str] = {
     "select_random": "xcsmoe.sampling.select",
     "selection_statistics": "xcsmoe.sampling.stats",
     "plot_selection": "xcsmoe.sampling.plots",
+    "register_weights": "xcsmoe.model.hub",
+    "list_weights": "xcsmoe.model.hub",
+    "weights_path": "xcsmoe.model.hub",
+    "run_demo": "xcsmoe.demo.run",
+    "DemoSettings": "xcsmoe.demo.settings",
+    "DemoResult": "xcsmoe.demo.run",
+    "select_greedy": "xcsmoe.sampling.select",
+    "class_table": "xcsmoe.sampling.classtables",
 }
 
 __all__ = [
@@ -91,6 +99,8 @@ __all__ = [
     "CSMoE",
     "CSMoEConfig",
     "CSMoEForPretraining",
+    "DemoResult",
+    "DemoSettings",
     "PatchDataModule",
     "PatchStoreReport",
     "PretrainModule",
@@ -104,6 +114,7 @@ __all__ = [
     "add_descriptors",
     "archive_from_items",
     "build_patch_store",
+    "class_table",
     "cls_to_geoparquet",
     "create_model",
     "embed",
@@ -117,6 +128,7 @@ __all__ = [
     "feature_vectors",
     "linear_probe",
     "list_models",
+    "list_weights",
     "load_checkpoint",
     "load_cube",
     "load_recipe",
@@ -140,17 +152,21 @@ __all__ = [
     "read_majortom",
     "read_sample_catalog",
     "read_ssl4eo",
+    "register_weights",
     "retrieve",
+    "run_demo",
     "save_checkpoint",
     "search",
     "segmentation_probe",
     "select_genetic",
+    "select_greedy",
     "select_random",
     "selection_statistics",
     "similar",
     "ssl4eo_tiles",
     "tiles_from_items",
     "tiles_from_selection",
+    "weights_path",
 ]
 
 
@@ -168,6 +184,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from xcsmoe.demo import DemoResult, DemoSettings, run_demo
     from xcsmoe.embedding.api import embed, expert_usage
     from xcsmoe.embedding.batch import embed_to_zarr
     from xcsmoe.embedding.export import cls_to_geoparquet, plot_embedding_pca, plot_expert_usage
@@ -184,6 +201,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from xcsmoe.model.config import CSMoEConfig
     from xcsmoe.model.encoder import CSMoE
     from xcsmoe.model.figures import model_figures
+    from xcsmoe.model.hub import list_weights, register_weights, weights_path
     from xcsmoe.model.pretrain import CSMoEForPretraining
     from xcsmoe.model.registry import create_model, list_models
     from xcsmoe.model.soft_moe import SoftMoE
@@ -195,9 +213,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from xcsmoe.pretraining.tiles import tiles_from_items, tiles_from_selection
     from xcsmoe.pretraining.train import PretrainResult, pretrain
     from xcsmoe.sampling.archive import archive_from_items, majortom_archive
+    from xcsmoe.sampling.classtables import class_table
     from xcsmoe.sampling.descriptors import add_descriptors
     from xcsmoe.sampling.plots import plot_selection
-    from xcsmoe.sampling.select import select_genetic, select_random
+    from xcsmoe.sampling.select import select_genetic, select_greedy, select_random
     from xcsmoe.sampling.stats import selection_statistics
     from xcsmoe.sensors import S1, S2, SensorSpec, normalise
     from xcsmoe.stac.load import load_cube

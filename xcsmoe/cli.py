@@ -39,6 +39,7 @@ _COMMAND_MODULES = (
     "xcsmoe.pretraining.train_cli",
     "xcsmoe.pretraining.cli",
     "xcsmoe.evaluation.cli",
+    "xcsmoe.demo.cli",
 )
 
 # Python keyword of the library -> destination of the flag that sets it on the CLI.

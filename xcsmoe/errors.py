@@ -14,6 +14,7 @@ __all__ = [
     "CRSError",
     "CheckpointError",
     "ConfigError",
+    "DownloadError",
     "EmptySearchError",
     "GridError",
     "InputError",
@@ -21,6 +22,7 @@ __all__ = [
     "SamplingError",
     "StacConnectionError",
     "StacError",
+    "StorageError",
     "UnknownCollectionError",
     "WeightsRequiredError",
     "XcsmoeError",
@@ -67,6 +69,16 @@ class CheckpointError(XcsmoeError, ValueError):
 
 class WeightsRequiredError(XcsmoeError, ValueError):
     """Inference asked for without weights (and without an explicit random init)."""
+
+
+class DownloadError(XcsmoeError, ConnectionError):
+    """Weights that could not be downloaded intact: host unreachable, HTTP error, body
+    shorter than announced, or a sha256 other than the expected one."""
+
+
+class StorageError(XcsmoeError, ConnectionError):
+    """A store location that cannot be used: a bucket that does not exist, refused
+    credentials, or an object-store endpoint that does not answer."""
 
 
 class StacError(XcsmoeError):

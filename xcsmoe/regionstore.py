@@ -25,7 +25,12 @@ API, in the order a job uses it (metadata → plan → execution)::
 
 or in one call, :func:`run_region_job` (returns a :class:`RegionReport`). A task is any
 dask-delayed object whose work ends with :func:`write_region`, which writes the region's
-arrays and then sets its marker; it runs on the workers and takes only the store path.
+arrays and then sets its marker; it runs on the workers and takes only the store location.
+
+**Stores at URLs.** ``path`` may be a local path or a URL (``s3://``, ``gs://``, ``az://``,
+``file://``, ``memory://``; :mod:`xcsmoe.storage`) with ``storage_options=``. Markers,
+fingerprint and completion flag live in the store itself, so resume and refusal work the
+same on object storage; workers need no disk shared with the client.
 
 Rules of :func:`check_store`:
 
@@ -37,22 +42,24 @@ Rules of :func:`check_store`:
   values, unless ``overwrite=True``;
 * a non-empty folder that is not a Zarr store, or a file → always refused (never deleted).
 
-**No store left half-born.** A job that fails before its first region is written must not
-block its corrected rerun. Two rules guarantee it: the skeleton is created only after the
-arguments are checked and the cluster is reachable, in a hidden sibling folder that is
-renamed into place (so a kill during creation leaves no half-written store at ``path``);
-and an xcsmoe store whose markers are all unset holds no computed value, so any job may
-replace it without ``overwrite`` (``status.replace`` is then true). A Zarr store that no
-xcsmoe job wrote is replaced only with ``overwrite=True``. Hints name the Python keyword
-(``overwrite=True``); command-line front ends rephrase them into their flags.
+**No store left half-born, no renames.** A job that fails before its first region is
+written must not block its corrected rerun, and object stores cannot rename. The skeleton
+is created only after the arguments are checked and the cluster is reachable, in an order
+whose every prefix is recognisable (:func:`create_store`): first a bare root ``zarr.json``
+carrying this job's fingerprint, then the removal of whatever the replaced store held,
+then the arrays and coordinates, and last the consolidated metadata, which marks the
+skeleton *born*. A store of ours without consolidated metadata, or whose markers are all
+unset, holds no computed value, so any job may replace it without ``overwrite``
+(``status.replace`` is then true). A region's marker is set only after its chunks are
+written (each chunk one atomic PUT on object stores), so a region whose upload was cut
+short is simply redone. A Zarr store that no xcsmoe job wrote is replaced only with
+``overwrite=True``. Hints name the Python keyword (``overwrite=True``); command-line front
+ends rephrase them into their flags.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,12 +68,21 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import dask.array
 import numpy as np
 import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
 from xcsmoe.errors import ConfigError, InputError, expected
+from xcsmoe.storage import (
+    StoreLocation,
+    inspect_location,
+    read_root_metadata,
+    remove_all_but_root,
+    store_location,
+    write_root_metadata,
+)
 
 MARKER = "region_done"
 JOB_ATTR = "xcsmoe_job"
@@ -74,6 +90,7 @@ COMPLETE_ATTR = "xcsmoe_complete"
 CONNECT_TIMEOUT_S = 5.0
 
 Index = tuple[int, ...]
+StorePath = str | Path | StoreLocation
 
 
 @dataclass(frozen=True)
@@ -117,13 +134,16 @@ class StoreStatus:
     ``done`` is the marker array (zeros for a new store); ``exists`` says whether a
     usable store of this job is already there; ``replace`` whether something at ``path``
     (a store of another job, or one with no region written) will be replaced on creation.
+    ``path`` is a :class:`~pathlib.Path` for local stores and the URL otherwise;
+    ``location`` adds the ``storage_options``.
     """
 
-    path: Path
+    path: Path | str
     done: np.ndarray
     exists: bool
     replace: bool = False
     complete: bool = False
+    location: StoreLocation | None = None
 
     @property
     def todo(self) -> list[Index]:
@@ -160,37 +180,50 @@ def differing_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
     return lines
 
 
-def check_store(path: str | Path, spec: StoreSpec, *, overwrite: bool = False) -> StoreStatus:
+def check_store(
+    path: StorePath,
+    spec: StoreSpec,
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StoreStatus:
     """Decide, reading only, whether ``path`` can hold the job of ``spec`` (see module doc).
 
     Raises :class:`~xcsmoe.errors.ConfigError` for a store of another job (without
-    ``overwrite``) and for anything at ``path`` that is not a Zarr store.
+    ``overwrite``) and for anything at ``path`` that is not a Zarr store, and
+    :class:`~xcsmoe.errors.StorageError` for an object store it cannot use (missing
+    bucket, refused credentials, no answer within seconds).
     """
-    path = Path(path)
+    location = store_location(path, storage_options)
     if not isinstance(overwrite, bool):
         raise ConfigError(expected("overwrite", "True or False", overwrite))
     fresh = np.zeros(spec.marker_shape, dtype=np.uint8)
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return StoreStatus(path, fresh, exists=False)
-    if not (path / "zarr.json").is_file():
-        what = "a file" if not path.is_dir() else "a non-empty folder that is not a Zarr store"
+    shown = location.path
+    listing = inspect_location(location)
+    if listing.kind in ("absent", "empty"):
+        return StoreStatus(shown, fresh, exists=False, location=location)
+    if listing.kind != "zarr":
+        folder = "folder" if location.is_local else "prefix"
+        what = (
+            "a file" if listing.kind == "file" else f"a non-empty {folder} that is not a Zarr store"
+        )
         raise ConfigError(
             expected(
                 "store",
                 "a new path, an empty folder, or a store written by this same job (to resume)",
-                f"{what} at {str(path)!r}",
+                f"{what} at {str(shown)!r}",
                 "Choose another path; xcsmoe never deletes what it did not write.",
             )
         )
-    attrs, done = _read_existing(path)
+    attrs, done, born = _read_existing(location)
     stored_json = attrs.get(JOB_ATTR)
     same_job = stored_json == spec.fingerprint_json
-    if same_job and done is not None and done.shape == tuple(spec.marker_shape):
+    if same_job and born and done is not None and done.shape == tuple(spec.marker_shape):
         complete = bool(attrs.get(COMPLETE_ATTR)) and bool(done.all())
-        return StoreStatus(path, done, exists=True, complete=complete)
-    unborn = stored_json is not None and (done is None or not done.any())  # ours, empty
-    if overwrite or unborn:
-        return StoreStatus(path, fresh, exists=False, replace=True)
+        return StoreStatus(shown, done, exists=True, complete=complete, location=location)
+    unborn = stored_json is not None and (not born or done is None or not done.any())
+    if overwrite or unborn:  # unborn: ours, and no computed value in it
+        return StoreStatus(shown, fresh, exists=False, replace=True, location=location)
     raise ConfigError(
         expected(
             "store",
@@ -204,60 +237,77 @@ def check_store(path: str | Path, spec: StoreSpec, *, overwrite: bool = False) -
 def create_store(status: StoreStatus, spec: StoreSpec) -> StoreStatus:
     """Write the skeleton (metadata, coordinates, zeroed markers) unless it exists.
 
-    The skeleton is built in a hidden sibling folder and renamed onto ``status.path``, so
-    ``path`` never holds a half-written store. Returns the status of the created store.
+    No renames, so the same steps are safe on object stores; a kill after any of them
+    leaves a store that :func:`check_store` lets any job replace:
+
+    1. a bare root ``zarr.json`` with this job's fingerprint (one atomic write);
+    2. everything else inside the store removed (a store ``check_store`` allowed to be
+       replaced; never anything at a path that was not a store);
+    3. arrays, coordinates and zeroed markers;
+    4. consolidated metadata, written last: the skeleton is born.
+
+    Returns the status of the created store.
     """
     if status.exists:
         return status
-    path = status.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:12]}"
-    template = spec.template.assign(
-        {MARKER: (spec.marker_dims, np.zeros(spec.marker_shape, dtype=np.uint8))}
-    )
+    location = status.location or store_location(status.path)
+    unset = dask.array.zeros(spec.marker_shape, chunks=1, dtype=np.uint8)  # never written
+    template = spec.template.assign({MARKER: (spec.marker_dims, unset)})
     template.attrs.update({JOB_ATTR: spec.fingerprint_json, COMPLETE_ATTR: False})
     encoding = {name: dict(value) for name, value in spec.encoding.items()}
     encoding[MARKER] = {"chunks": (1,) * len(spec.marker_shape)}
-    try:
-        with warnings.catch_warnings():  # zarr notes that v3 consolidation is an extension
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=Warning)
-            template.to_zarr(
-                staging, mode="w-", compute=False, encoding=encoding, zarr_format=3,
-                consolidated=True,
-            )  # fmt: skip
-        if path.is_dir() and any(path.iterdir()):
-            shutil.rmtree(path)  # a store that check_store allowed to be replaced
-        os.replace(staging, path)  # also onto an empty folder
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return StoreStatus(path, np.zeros(spec.marker_shape, dtype=np.uint8), exists=True)
+    write_root_metadata(location, dict(template.attrs))
+    if status.replace:
+        remove_all_but_root(location)
+    template.to_zarr(
+        **location.zarr_args(), mode="a", compute=False, encoding=encoding, zarr_format=3,
+        consolidated=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():  # zarr notes that v3 consolidation is an extension
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=Warning)
+        zarr.consolidate_metadata(location.zarr_store(), zarr_format=3)
+    fresh = np.zeros(spec.marker_shape, dtype=np.uint8)
+    return StoreStatus(status.path, fresh, exists=True, location=location)
 
 
 def write_region(
-    path: str | Path,
+    path: StorePath,
     values: Mapping[str, tuple[tuple[slice, ...], np.ndarray]],
     index: Index,
+    *,
+    write_empty_chunks: bool = False,
 ) -> Index:
     """Worker side: write ``values`` (``name -> (selection, array)``), then set the marker
-    of region ``index``. A region interrupted before its marker is set is redone."""
-    group = zarr.open_group(str(path), mode="r+")
+    of region ``index``. A region interrupted before its marker is set is redone.
+
+    Requests: one metadata read, then one write per chunk of the region and one for the
+    marker, whatever the size of the store. ``write_empty_chunks=True`` also writes chunks
+    that hold only the fill value, sparing Zarr's comparison of every chunk with it (a
+    full pass, slower than compressing it) where chunks are rarely empty."""
+    group = _open_group(store_location(path), mode="r+")
     for name, (selection, array) in values.items():
-        group[name][selection] = array
+        target = group[name]
+        if write_empty_chunks:
+            target = target.with_config({"write_empty_chunks": True})
+        target[selection] = array
     group[MARKER][tuple(index)] = 1
     return tuple(index)
 
 
-def read_markers(path: str | Path) -> np.ndarray:
+def read_markers(
+    path: StorePath, *, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """The ``region_done`` markers of the store at ``path``."""
-    return zarr.open_array(Path(path) / MARKER, mode="r")[...]
+    location = store_location(path, storage_options)
+    return _open_group(location, mode="r")[MARKER][...]
 
 
-def finish_store(path: str | Path) -> bool:
+def finish_store(path: StorePath, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Set ``xcsmoe_complete`` when every marker is set; returns whether it is complete."""
-    if not read_markers(path).all():
+    location = store_location(path, storage_options)
+    if not read_markers(location).all():
         return False
-    group = zarr.open_group(str(path), mode="r+")
+    group = _open_group(location, mode="r+")
     if group.attrs.get(COMPLETE_ATTR) is not True:
         group.attrs[COMPLETE_ATTR] = True
     return True
@@ -291,7 +341,12 @@ def connect(
 ) -> Iterator[Any]:
     """A ``distributed.Client``: ``client`` itself, one connected to the scheduler address
     ``client`` (refused within ``timeout`` seconds when unreachable), or one of a new
-    ``LocalCluster`` of ``n_workers`` single-threaded processes. Closes what it opened."""
+    ``LocalCluster`` of ``n_workers`` single-threaded processes. Closes what it opened.
+
+    One single-threaded process per core is the layout measured fastest for model
+    inference on a 2-core CPU (csmoe_p16, 24 windows: 2 workers × 1 thread about 1.9×
+    faster than 1 worker × 2 threads; ``benchmarks/embed.py --only layouts`` compares the
+    layouts); each process holds its own copy of the model."""
     from distributed import Client, LocalCluster
 
     check_cluster_args(client, n_workers)
@@ -342,7 +397,7 @@ def run_tasks(tasks: Sequence[Any], client: Any, *, desc: str, progress: bool = 
 
 
 def run_region_job(
-    path: str | Path,
+    path: StorePath,
     spec: StoreSpec,
     make_task: Callable[[Index], Any],
     *,
@@ -351,41 +406,73 @@ def run_region_job(
     overwrite: bool = False,
     progress: bool = True,
     desc: str = "writing regions",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RegionReport:
-    """Check, create, write every missing region and finish the store at ``path``.
+    """Check, create, write every missing region and finish the store at ``path`` (a
+    local path or a URL with ``storage_options``, see :mod:`xcsmoe.storage`).
 
     ``make_task(index)`` returns the dask-delayed task of region ``index``, ending with
-    :func:`write_region`. Arguments are validated and the scheduler reached before any
-    byte is written; a complete store of the same job returns at once.
+    :func:`write_region`. Arguments are validated, the store inspected and the scheduler
+    reached before any byte is written; a complete store of the same job returns at once.
     """
     check_cluster_args(client, n_workers)
-    status = check_store(path, spec, overwrite=overwrite)
+    location = store_location(path, storage_options)
+    check_workers_reach(location, client)
+    status = check_store(location, spec, overwrite=overwrite)
     todo = status.todo
     if status.complete:  # nothing to do, nothing opened for writing
-        return RegionReport(str(path), status.regions, 0, status.regions)
+        return RegionReport(str(status.path), status.regions, 0, status.regions)
     if status.exists and not todo:  # every region written, the final flag was not
-        finish_store(path)
-        return RegionReport(str(path), status.regions, 0, status.regions)
+        finish_store(location)
+        return RegionReport(str(status.path), status.regions, 0, status.regions)
     with connect(client, n_workers=n_workers) as active:
+        check_workers_reach(location, active)
         create_store(status, spec)
         run_tasks([make_task(index) for index in todo], active, desc=desc, progress=progress)
-    finish_store(path)
-    return RegionReport(str(path), status.regions, len(todo), status.regions - len(todo))
+    finish_store(location)
+    return RegionReport(str(status.path), status.regions, len(todo), status.regions - len(todo))
 
 
-def _read_existing(path: Path) -> tuple[Mapping[str, Any], np.ndarray | None]:
-    try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs)
-    except Exception as error:
+def check_workers_reach(location: StoreLocation, client: Any) -> None:
+    """Refuse a ``memory://`` store for workers in other processes (each would write
+    to its own memory); ``client`` is ``None`` (a new process cluster) or a Client."""
+    if location.protocol != "memory":
+        return
+    if client is None or isinstance(client, str):
+        far = True
+    else:
+        workers = client.scheduler_info().get("workers", {})
+        far = any(not str(address).startswith("inproc://") for address in workers)
+    if far:
+        raise ConfigError(
+            expected(
+                "store",
+                "a location every worker can reach",
+                location.url,
+                "memory:// lives in one process: use a cluster with processes=False, or "
+                "an s3://, gs://, az:// URL or a shared path.",
+            )
+        )
+
+
+def _open_group(location: StoreLocation, *, mode: str) -> zarr.Group:
+    return zarr.open_group(**location.zarr_args(), mode=mode, zarr_format=3)
+
+
+def _read_existing(location: StoreLocation) -> tuple[Mapping[str, Any], np.ndarray | None, bool]:
+    """``(attributes, markers or None, born)``; born: consolidated metadata written."""
+    root = read_root_metadata(location)
+    attrs = root.get("attributes") if root else None
+    if not isinstance(attrs, dict):
         raise InputError(
-            expected("store", "a readable Zarr v3 store", f"{type(error).__name__}: {error}")
-        ) from error
+            expected("store", "a readable Zarr v3 store", f"no group metadata at {location.url!r}")
+        )
+    born = root.get("consolidated_metadata") is not None
     try:
-        done = read_markers(path)
+        done = read_markers(location)
     except Exception:  # no marker array: not a region store, or a skeleton cut short
         done = None
-    return attrs, done
+    return attrs, done, born
 
 
 def _difference_hint(stored_json: Any, wanted: Mapping[str, Any]) -> str:

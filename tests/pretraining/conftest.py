@@ -167,3 +167,57 @@ def threaded_client():
         Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def read_only():
+    """``with read_only(folder):`` nothing can be created, changed or removed in ``folder``.
+
+    A normal user gets ``chmod 555``; root, whom permissions do not stop, gets the
+    immutable attribute (``chattr +i``, honoured by the kernel for root too). Skips when
+    neither applies (root on a filesystem without the attribute)."""
+    import os
+    import shutil
+    import subprocess
+    from contextlib import contextmanager
+
+    @contextmanager
+    def lock(folder: Path):
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            try:
+                yield folder
+            finally:
+                folder.chmod(0o755)
+            return
+        chattr = shutil.which("chattr")
+        if (
+            chattr is None
+            or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode
+        ):
+            pytest.skip("running as root without chattr +i here: no real way to lock a folder")
+        try:
+            yield folder
+        finally:
+            subprocess.run([chattr, "-i", str(folder)], check=True)
+
+    return lock
+
+
+@pytest.fixture
+def file_size_limit():
+    """``with file_size_limit(nbytes):`` a real full disk for this process: writing past
+    ``nbytes`` in any file fails with EFBIG (RLIMIT_FSIZE; Python ignores SIGXFSZ)."""
+    import resource
+    from contextlib import contextmanager
+
+    @contextmanager
+    def limit(nbytes: int):
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    return limit

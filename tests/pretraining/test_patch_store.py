@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -181,21 +180,53 @@ def test_a_store_of_other_settings_or_bands_is_refused_and_left_intact(
     assert _snapshot(store) == before
 
 
-def test_unwritable_output_is_refused_before_any_work(pair_items, tmp_path):
+def test_unwritable_output_is_refused_before_any_work(pair_items, tmp_path, read_only):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="writable"):
         build_patch_store(pair_items, blocker / "s.zarr", patch_size=PATCH)
-    if os.geteuid() == 0:
-        pytest.skip("root ignores folder permissions")
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        with pytest.raises(InputError, match="not writable"):
-            build_patch_store(pair_items, locked / "s.zarr", patch_size=PATCH)
-    finally:
-        locked.chmod(0o755)
+    with read_only(locked), pytest.raises(InputError, match="not writable"):
+        build_patch_store(pair_items, locked / "s.zarr", patch_size=PATCH)
+    assert not any(locked.iterdir())
+
+
+def test_full_disk_then_read_only_store_keep_it_intact_and_resumable(
+    pair_items, threaded_client, tmp_path, read_only, file_size_limit
+):
+    """A real full disk (a file size limit) while chunks are written, then a read-only
+    store: clear errors, nothing changed, and the same call then completes the store."""
+    settings = {"patch_size": PATCH, "chunk_patches": 8, "region_chunks": 1, "progress": False}
+    reference = tmp_path / "reference.zarr"
+    build_patch_store(pair_items, reference, client=threaded_client, **settings)
+    staged = 4 * 10 * PATCH * PATCH * 2 + 128  # a block's staged S2 patches (.npy)
+    chunk = min(p.stat().st_size for p in (reference / "s2" / "c").rglob("*") if p.is_file())
+    assert chunk > staged + 40_000  # room for a limit between the two
+    folder = tmp_path / "out"
+    folder.mkdir()
+    store = folder / "s.zarr"
+    from distributed import Client, LocalCluster
+
+    with (  # its own cluster, closed before the store is looked at: no write in flight
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+        file_size_limit((staged + chunk) // 2),
+        pytest.raises(InputError, match=r"no room: File too large.*run the same command again"),
+    ):
+        build_patch_store(pair_items, store, client=client, **settings)
+    assert zarr.open_group(str(store), mode="r").attrs["xcsmoe_complete"] is False
+    assert not zarr.open_array(str(store / "region_done"), mode="r")[...].all()
+    before = _snapshot(folder)
+    with read_only(store), pytest.raises(InputError, match="not writable"):
+        build_patch_store(pair_items, store, client=threaded_client, **settings)
+    assert _snapshot(folder) == before
+    report = build_patch_store(pair_items, store, client=threaded_client, **settings)
+    assert report.blocks_scanned == 0  # every block was staged before the disk filled
+    assert _snapshot(store) == _snapshot(reference)
+    assert sorted(p.name for p in folder.iterdir()) == ["s.zarr"]  # staging removed
 
 
 # -------------------------------------------------------------------------------- resume

@@ -137,6 +137,49 @@ def test_unwritable_output_is_refused_before_anything_is_written(
             folder.chmod(0o755)
 
 
+class TroubleAt(L.Callback):
+    """At the end of step ``step``, enter ``trouble()`` (a context) until ``stack`` closes."""
+
+    def __init__(self, step: int, trouble, stack) -> None:
+        self.step, self.trouble, self.stack = step, trouble, stack
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            self.stack.enter_context(self.trouble())
+
+
+def test_full_disk_or_read_only_folder_mid_run_keeps_checkpoints_and_resumes(
+    tmp_path: Path, train_recipe, read_only, file_size_limit
+) -> None:
+    """Real failures while the step-8 checkpoint is written (step 4 is on disk): a file
+    size limit (EFBIG, as a full disk), then a read-only checkpoint folder. Each stops the
+    run with a CheckpointError naming the cause; the step-4 checkpoint stays as it was,
+    no temporary file is left, and a resume finishes the run."""
+    from contextlib import ExitStack
+
+    recipe = train_recipe(tmp_path / "run", max_steps=12, checkpoint_every=4)
+    folder = tmp_path / "run" / "checkpoints"
+
+    def disk_full():
+        size = (folder / "step00000004.ckpt").stat().st_size
+        assert size > 400_000  # the limit must stop a checkpoint, not the small logs
+        return file_size_limit(size // 2)
+
+    for trouble, cause in ((disk_full, "File too large"), (lambda: read_only(folder), "")):
+        resume = (folder / "step00000004.ckpt").exists()
+        with ExitStack() as stack, pytest.raises(CheckpointError) as caught:
+            pretrain(
+                recipe, resume=resume, callbacks=[TroubleAt(6, trouble, stack)], progress=False
+            )
+        message = str(caught.value)
+        assert "step00000008.ckpt" in message and cause in message
+        assert "resume" in message and "earlier checkpoints are intact" in message
+        assert sorted(p.name for p in folder.iterdir()) == ["step00000004.ckpt"]
+        assert torch.load(folder / "step00000004.ckpt", weights_only=True)["global_step"] == 4
+    result = pretrain(recipe, resume=True, progress=False)
+    assert result.steps == 12 and result.checkpoint.name == "step00000012.ckpt"
+
+
 def test_single_sensor_patches_train_on_the_losses_they_feed(
     tmp_path: Path, train_recipe, train_write_store
 ) -> None:

@@ -129,7 +129,7 @@ def test_candidate_pool_thins_large_strata() -> None:
 
 
 def test_bad_inputs(archive) -> None:
-    with pytest.raises(SamplingError, match="fewer than the archive"):
+    with pytest.raises(SamplingError, match="fewer than the largest stratum"):
         select_genetic(archive, per_stratum=len(archive) + 1)
     with pytest.raises(SamplingError, match="empty archive"):
         select_random(archive.iloc[:0], per_stratum=5)

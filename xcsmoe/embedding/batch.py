@@ -15,7 +15,7 @@ the settings that differ. ``xcsmoe_complete`` turns true once every region is wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from xcsmoe.embedding.execute import PackedLayout, unpack_variables
 from xcsmoe.errors import ConfigError, expected
 from xcsmoe.regionstore import MARKER, RegionReport, StoreSpec, check_cluster_args, write_region
 from xcsmoe.regionstore import run_region_job as _run_region_job
+from xcsmoe.storage import StoreLocation, store_location
 
 __all__ = ["MARKER", "REGION_DIMS", "JobReport", "Region", "embed_to_zarr", "job_fingerprint"]
 
@@ -52,7 +53,7 @@ class RegionWriter:
     Holds only the layout (a few numbers), never the graph or the model.
     """
 
-    store: str
+    store: str | StoreLocation
     layout: PackedLayout
     token_shape: tuple[int, int]
     chunk_windows: tuple[int, int]
@@ -94,14 +95,20 @@ def embed_to_zarr(
     overwrite: bool = False,
     progress: bool = True,
     n_workers: int = 2,
+    storage_options: Mapping[str, Any] | None = None,
     **embed_kwargs: Any,
 ) -> JobReport:
     """Embed ``ds`` into the Zarr v3 store at ``store``; resume if it holds the same job.
 
     Args:
         ds, patch, embed_kwargs: as for :func:`xcsmoe.embed` (``weights=`` required).
-        store: directory of the Zarr store (must be reachable by every worker); a new
-            path, an empty folder, or a store of this same job.
+        store: where the Zarr store goes: a local path (reachable by every worker) or a
+            URL (``s3://``, ``gs://``, ``az://``, ``file://``, ``memory://``, see
+            :mod:`xcsmoe.storage`); a new location, an empty folder, or a store of this
+            same job.
+        storage_options: backend options for a URL ``store`` (e.g. s3fs's
+            ``endpoint_url``, ``key``, ``secret``); by default the backend reads its
+            environment variables (``AWS_*``) on the client and on every worker.
         client: a ``distributed.Client``, a scheduler address (refused within seconds
             when it does not answer), or ``None`` for a ``LocalCluster`` of
             ``n_workers`` single-threaded processes.
@@ -112,11 +119,11 @@ def embed_to_zarr(
     """
     check_cluster_args(client, n_workers)
     output = _check_output(output)
+    location = store_location(store, storage_options)
     graph = embedding_graph(ds, patch, **embed_kwargs)
-    store = Path(store).expanduser().absolute()
     spec = store_spec(graph, output)
     writer = RegionWriter(
-        store=str(store),
+        store=location,
         layout=graph.head.layout,
         token_shape=graph.token_shape,
         chunk_windows=graph.plan.chunk_windows,
@@ -129,7 +136,7 @@ def embed_to_zarr(
         return write(graph.packed.blocks[index], Region(*index))
 
     return _run_region_job(
-        store, spec, make_task, client=client, n_workers=n_workers, overwrite=overwrite,
+        location, spec, make_task, client=client, n_workers=n_workers, overwrite=overwrite,
         progress=progress, desc="embedding regions",
     )  # fmt: skip
 
@@ -173,9 +180,10 @@ def job_fingerprint(graph: EmbeddingGraph, output: tuple[str, ...]) -> dict[str,
     Model, weights (a digest of their contents, not their path), seed, sensors and their
     band order, patch, window,
     edge, chunking, grid (CRS, affine, shape), times, outputs, normalisation and the
-    effective compute dtype (``dtype=None`` resolves to bf16 on CUDA, float32 on CPU).
-    ``batch_size`` and the device itself do not change values and are left out, so a
-    job may resume on other hardware with the same dtype.
+    compute dtype really used (``dtype="auto"`` is resolved on the client before this, to
+    what every worker runs: bf16 on CUDA and on CPUs with native bf16, else float32).
+    ``batch_size``, ``compile`` and the device itself change values only by float32
+    rounding and are left out, so a job may resume on other hardware with the same dtype.
     """
     from xcsmoe.embedding.runtime import weights_digest
 
@@ -201,22 +209,18 @@ def job_fingerprint(graph: EmbeddingGraph, output: tuple[str, ...]) -> dict[str,
 
 
 def effective_dtype(settings: dict[str, Any]) -> str:
-    """The compute dtype the tasks will use, by name: ``dtype`` when given, else bf16 on
-    CUDA (an explicit CUDA device, GPU workers, or ``"auto"`` where CUDA is present) and
-    float32 elsewhere."""
-    import torch
+    """The compute dtype the tasks will use, by name: ``settings["dtype"]`` as
+    :func:`~xcsmoe.embedding.api.embedding_graph` resolved it; ``"auto"`` (settings built
+    by hand) resolves for ``settings["device"]`` as :func:`xcsmoe.embed` would."""
+    from xcsmoe.embedding.precision import AUTO, dtype_name
+    from xcsmoe.embedding.runtime import autocast_name, resolve_device
 
-    from xcsmoe.embedding.runtime import autocast_name
-
-    dtype, device = settings.get("dtype"), str(settings.get("device", "auto"))
-    if dtype is not None:
-        return autocast_name(dtype, torch.device("cpu"))
-    on_cuda = (
-        device.startswith("cuda")
-        or bool(settings.get("gpu_resources"))
-        or (device == "auto" and torch.cuda.is_available())
-    )
-    return "bfloat16" if on_cuda else "float32"
+    name = dtype_name(settings.get("dtype", AUTO))
+    if name != AUTO:
+        return name
+    gpu_workers = bool(settings.get("gpu_resources"))
+    device = resolve_device(str(settings.get("device", "auto")), gpu_resources=gpu_workers)
+    return autocast_name(name, device, local=not gpu_workers)
 
 
 def _check_output(output: Any) -> tuple[str, ...]:

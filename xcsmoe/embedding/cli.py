@@ -1,4 +1,4 @@
-"""``xcsmoe sample-job`` and ``xcsmoe embed``: the embedding commands."""
+"""``xcsmoe embed``: the embedding command (the whole sample run is ``xcsmoe demo``)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,10 @@ from typing import Any
 from xcsmoe.cli import non_negative_int, pixel_pair, positive_int
 
 SAMPLE = "sample"  # --stac name of the bundled sample catalog
+WEIGHTS_HELP = 'checkpoint path, https URL (#sha256=HEX to verify), registered name, or "random"'
 
 
 def add_commands(subparsers: Any) -> None:
-    job = subparsers.add_parser(
-        "sample-job",
-        help="embed the bundled real S1+S2 sample catalog to Zarr, maps and GeoParquet",
-    )
-    job.add_argument("--out", default="sample-output", help="output directory")
-    job.add_argument("--model", default="csmoe_p16")
-    job.add_argument("--weights", default="random", help='checkpoint path, or "random"')
-    job.add_argument(
-        "--window", type=positive_int, default=112, help="window in pixels (multiple of P)"
-    )
-    job.add_argument("--workers", type=positive_int, default=2, help="LocalCluster processes")
-    job.set_defaults(run=_run_sample_job)
-
     embed = subparsers.add_parser(
         "embed", help="search a STAC API or static catalog, load S1/S2 and embed to Zarr"
     )
@@ -48,16 +36,28 @@ def add_commands(subparsers: Any) -> None:
     embed.add_argument("--model", default=None, help="default csmoe_p{patch}")
     embed.add_argument("--patch", type=positive_int, default=16)
     embed.add_argument("--window", type=positive_int, default=None, help="pixels, multiple of P")
-    embed.add_argument("--weights", required=True, help='checkpoint path, or "random"')
+    embed.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     embed.add_argument("--seed", type=non_negative_int, default=0, help='seed of "random"')
     embed.add_argument("--sensors", choices=("auto", "s1", "s2", "s1+s2"), default="auto")
     embed.add_argument("--edge", choices=("pad", "drop"), default="pad")
     embed.add_argument(
         "--chunks", type=pixel_pair, default=None, help="pixels per dask chunk: N or NY,NX"
     )
-    embed.add_argument("--batch-size", type=positive_int, default=16, help="windows per pass")
+    embed.add_argument(
+        "--batch-size", type=positive_int, default=None, help="windows per pass (CPU 8, GPU 64)"
+    )
     embed.add_argument("--device", default="auto", help='"auto", "cpu", "cuda:0", ...')
-    embed.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    embed.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="compute precision; auto: bf16 on CUDA and CPUs with native bf16, else float32",
+    )
+    embed.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (compiled once per worker)",
+    )
     embed.add_argument(
         "--normalise",
         action=argparse.BooleanOptionalAction,
@@ -111,15 +111,6 @@ def _source(stac: str) -> Any:
     return stac
 
 
-def _run_sample_job(args: argparse.Namespace) -> int:
-    from xcsmoe.embedding.sample_job import run_sample_job
-
-    run_sample_job(
-        args.out, model=args.model, weights=args.weights, window=args.window, n_workers=args.workers
-    )
-    return 0
-
-
 def _run_embed(args: argparse.Namespace) -> int:
     from xcsmoe.embedding.api import OUTPUTS
     from xcsmoe.embedding.batch import embed_to_zarr
@@ -151,7 +142,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         output=tuple(args.output or OUTPUTS), overwrite=args.overwrite, progress=args.progress,
         model=args.model, weights=args.weights, window=args.window, seed=args.seed,
         sensors=args.sensors, edge=args.edge, chunks=args.chunks, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, normalise=args.normalise,
+        device=args.device, dtype=args.dtype, compile=args.compile, normalise=args.normalise,
     )  # fmt: skip
     print(f"{report.store}: {report.computed} regions computed, {report.skipped} resumed")
     return 0

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from xcsmoe.embedding.plan import EmbedPlan
-from xcsmoe.embedding.runtime import ModelSpec, cached_model, resolve_autocast, resolve_device
+from xcsmoe.embedding.precision import compute_precision, resolve_dtype
+from xcsmoe.embedding.runtime import ModelSpec, cached_model, resolve_device
 
 CLS_DIMS = ("cls_y", "cls_x")
 
@@ -116,9 +117,10 @@ class WindowJob:
     head: Head
     window: int
     channels: tuple[tuple[str, int], ...]  # (sensor, number of channels) in input order
-    batch_size: int = 16
+    batch_size: int = 8
     device: str = "auto"
-    dtype: str | None = None
+    dtype: str = "auto"  # the client passes the resolved name, so workers cannot differ
+    compile: bool = False
 
 
 def split_windows(block: np.ndarray, window: int) -> np.ndarray:
@@ -154,8 +156,8 @@ def run_windows(windows: np.ndarray, job: WindowJob) -> np.ndarray:
         )
         return packed
     device = resolve_device(job.device)
-    autocast = resolve_autocast(job.dtype, device)
-    model = cached_model(job.spec, device)
+    dtype = resolve_dtype(job.dtype, device)
+    model = cached_model(job.spec, device, dtype=dtype, compile=job.compile)
     clean = np.where(finite, windows, 0).astype(np.float32, copy=False)
     for combination in np.unique(present[present.any(axis=1)], axis=0):
         sensors = {s for (s, _), used in zip(job.channels, combination, strict=True) if used}
@@ -165,7 +167,7 @@ def run_windows(windows: np.ndarray, job: WindowJob) -> np.ndarray:
                 index = todo[start : start + job.batch_size]
                 batch = torch.from_numpy(clean[index]).to(device, non_blocking=True)
                 inputs = _split_sensors(batch, job.channels, sensors)
-                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                with compute_precision(dtype, device):
                     features = job.head.extract(model, inputs)
                 packed[index, 1:] = features.cpu().numpy()
     return packed
@@ -231,7 +233,9 @@ def packed_array(
             job=job,
             chunks=out_chunks,
             dtype=np.float32,
-            name=f"csmoe-{job.head.kind}",
+            # unique per cube and job: a fixed name would merge the graphs of two cubes,
+            # layers or weights computed together into one result
+            name=f"csmoe-{job.head.kind}-{dask.base.tokenize(cube, job)}",
             meta=np.empty((0, 0, 0, 0), dtype=np.float32),
         )
 

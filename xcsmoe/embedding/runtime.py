@@ -12,24 +12,19 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from xcsmoe.embedding.precision import AUTOCAST_DTYPES, resolve_dtype
 from xcsmoe.errors import ConfigError, WeightsRequiredError, expected
 
 if TYPE_CHECKING:
     from xcsmoe.model.config import CSMoEConfig
 
 RANDOM_WEIGHTS = "random"
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
-    "float32": None,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-"""Accepted ``dtype=`` names → autocast dtype (``None``: plain float32)."""
 
-_MODELS: dict[tuple[ModelSpec, str], torch.nn.Module] = {}
+_MODELS: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -48,6 +43,8 @@ class ModelSpec:
 
 def model_spec(model: str, weights: str | Path | None, *, seed: int = 0) -> ModelSpec:
     """Validate the user's ``model=``/``weights=`` pair into a :class:`ModelSpec`."""
+    from os import PathLike
+
     from xcsmoe.model.registry import list_models
 
     if not isinstance(model, str) or model not in list_models():
@@ -58,18 +55,25 @@ def model_spec(model: str, weights: str | Path | None, *, seed: int = 0) -> Mode
         raise WeightsRequiredError(
             expected(
                 "weights",
-                "a checkpoint path (saved with xcsmoe.save_checkpoint, or a CSMAE .ckpt)",
+                "a checkpoint (saved with xcsmoe.save_checkpoint, or a CSMAE .ckpt) as a path, "
+                "an https URL or a registered name (xcsmoe.list_weights())",
                 None,
                 "Pretrain CSMoE with xcsmoe's pretraining model and save it, or pass "
                 'weights="random" to test the plumbing with an untrained network.',
             )
         )
-    if not isinstance(weights, (str, Path)):
+    if not isinstance(weights, (str, PathLike)):
         raise ConfigError(
-            expected("weights", 'a checkpoint path or "random"', type(weights).__name__)
+            expected(
+                "weights",
+                'a checkpoint path, an https URL, a registered name or "random"',
+                type(weights).__name__,
+            )
         )
     if str(weights) != RANDOM_WEIGHTS:
-        path = Path(weights).expanduser().resolve()
+        from xcsmoe.model.hub import weights_path
+
+        path = weights_path(weights).resolve()  # a URL or name: downloaded once, verified
         if not path.is_file():
             raise WeightsRequiredError(
                 expected("weights", "an existing checkpoint file", str(weights))
@@ -83,21 +87,27 @@ def resolve_model(
 ) -> tuple[ModelSpec, CSMoEConfig]:
     """Spec and config of the network to run, checked on the client.
 
-    ``model=None`` takes the variant stored in the checkpoint, else ``csmoe_p{patch}``.
-    A checkpoint is matched against the variant from its header (no weight is read):
-    another variant or a damaged file raises :class:`~xcsmoe.errors.CheckpointError` now.
-    The config returned is the checkpoint's own when it stores one (its band order).
+    ``model=None`` takes the variant of a registered name or the one stored in the
+    checkpoint, else ``csmoe_p{patch}``. Weights given as a URL or a registered name are
+    downloaded (once) now, and the spec carries the cached file. A checkpoint is matched
+    against the variant from its header (no weight is read): another variant or a damaged
+    file raises :class:`~xcsmoe.errors.CheckpointError` now. The config returned is the
+    checkpoint's own when it stores one (its band order).
     """
+    from os import PathLike
+
     from xcsmoe.model.checkpoint import match_checkpoint, read_checkpoint_header
+    from xcsmoe.model.hub import weights_model, weights_path
     from xcsmoe.model.registry import model_config
 
     if model is not None and not isinstance(model, str):
         raise ConfigError(expected("model", "a variant name (str) or None", type(model).__name__))
-    name = model
-    if name is None and isinstance(weights, (str, Path)) and str(weights) != RANDOM_WEIGHTS:
-        path = Path(weights).expanduser()
-        stored = read_checkpoint_header(path)[1] if path.is_file() else None
-        name = stored.name if stored is not None else None
+    name = model if model is not None else weights_model(weights)
+    if isinstance(weights, (str, PathLike)) and str(weights) != RANDOM_WEIGHTS:
+        weights = weights_path(weights)
+        if name is None and weights.is_file():
+            stored = read_checkpoint_header(weights)[1]
+            name = stored.name if stored is not None else None
     spec = model_spec(name or f"csmoe_p{patch}", weights, seed=seed)
     config = model_config(spec.name)
     if not spec.is_random:
@@ -162,22 +172,24 @@ def resolve_device(
     return resolved
 
 
-def autocast_name(dtype: str | torch.dtype | None, device: torch.device) -> str:
-    """The dtype really used, by name: ``dtype`` checked, or the default for ``device``
-    (bfloat16 on CUDA, float32 elsewhere)."""
-    if dtype is None:
-        return "bfloat16" if device.type == "cuda" else "float32"
-    if not isinstance(dtype, (str, torch.dtype)):
-        raise ConfigError(expected("dtype", f"one of {sorted(AUTOCAST_DTYPES)} or None", dtype))
-    key = str(dtype).removeprefix("torch.")
-    if key not in AUTOCAST_DTYPES:
-        raise ConfigError(expected("dtype", f"one of {sorted(AUTOCAST_DTYPES)} or None", dtype))
-    return key
+def autocast_name(
+    dtype: str | torch.dtype | None, device: torch.device, *, local: bool = True
+) -> str:
+    """The dtype really used, by name: ``dtype`` checked, ``"auto"``/``None`` resolved for
+    ``device`` (:func:`xcsmoe.embedding.precision.resolve_dtype`: bf16 where the device
+    computes it natively, else float32)."""
+    return resolve_dtype(dtype, device, local=local)
 
 
 def resolve_autocast(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 on CUDA by default, none (float32) on CPU."""
+    """Autocast dtype of :func:`autocast_name` (``None``: plain float32)."""
     return AUTOCAST_DTYPES[autocast_name(dtype, device)]
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per forward pass when the user gives none: 8 on a CPU (larger batches do
+    not run faster there and hold more memory per thread), 64 on a GPU."""
+    return 64 if device.type == "cuda" else 8
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:
@@ -194,9 +206,16 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
     return model.eval()
 
 
-def cached_model(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
-    """The model for ``spec`` on ``device``, built at most once per process."""
-    key = (spec, str(device))
+def cached_model(
+    spec: ModelSpec, device: torch.device, *, dtype: str = "float32", compile: bool = False
+) -> Any:
+    """The model for ``spec`` on ``device``, built at most once per process.
+
+    ``compile=True`` returns a :class:`CompiledEncoder` around that same model, cached per
+    ``(spec, device, dtype)``: the compile cost is paid once per worker process and dtype
+    (torch.compile specialises the graph on the autocast state).
+    """
+    key: tuple[Any, ...] = (spec, str(device))
     model = _MODELS.get(key)
     if model is None:
         with _LOCK:
@@ -204,4 +223,28 @@ def cached_model(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
             if model is None:
                 model = build_model(spec).to(device)
                 _MODELS[key] = model
-    return model
+    if not compile:
+        return model
+    compiled_key = (*key, dtype, True)
+    compiled = _MODELS.get(compiled_key)
+    if compiled is None:
+        with _LOCK:
+            compiled = _MODELS.get(compiled_key)
+            if compiled is None:
+                compiled = CompiledEncoder(model)
+                _MODELS[compiled_key] = compiled
+    return compiled
+
+
+class CompiledEncoder:
+    """An encoder whose ``forward_features`` runs through ``torch.compile``; every other
+    attribute is the eager model's (the weights are shared, not copied)."""
+
+    __slots__ = ("forward_features", "model")
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.forward_features = torch.compile(model.forward_features)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)

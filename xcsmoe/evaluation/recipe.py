@@ -1,6 +1,7 @@
 """Evaluation recipes: a YAML file → a frozen, validated :class:`EvalRecipe`.
 
-Relative paths are resolved against the recipe's folder. Example
+Relative paths are resolved against the recipe's folder; a model's ``weights`` may also be
+``random``, an ``https://`` URL (``#sha256=<hex>``) or a registered name. Example
 (``recipes/evaluate_sample.yaml``)::
 
     dataset: {kind: sample_catalog}
@@ -145,7 +146,9 @@ def _model(entry: Any, base: Path, index: int) -> ModelEntry:
     if not isinstance(entry, dict) or "name" not in entry or "weights" not in entry:
         raise ConfigError(expected(f"models[{index}]", "a mapping with name and weights", entry))
     weights = str(entry["weights"])
-    if weights != "random":
+    from xcsmoe.model.hub import is_remote
+
+    if weights != "random" and not is_remote(weights):  # URLs and registered names stay
         weights = str(_resolve(base, weights))
     if entry.get("if_missing", "error") not in ("error", "skip"):
         raise ConfigError(

@@ -86,11 +86,13 @@ def _require(spec: dict[str, Any], key: str) -> None:
 
 def _usable_models(entries: tuple[ModelEntry, ...]) -> tuple[list[ModelEntry], list[ModelEntry]]:
     from xcsmoe.embedding.runtime import model_spec
+    from xcsmoe.model.hub import is_remote
 
     usable, skipped = [], []
     for entry in entries:
         if (
             entry.weights != "random"
+            and not is_remote(entry.weights)  # a URL or name is downloaded, never skipped
             and not Path(entry.weights).is_file()
             and entry.if_missing == "skip"
         ):

@@ -3,11 +3,12 @@
 * :func:`save_checkpoint` writes every tensor of ``model.state_dict()`` to one
   ``.safetensors`` file whose metadata holds ``{"format": "xcsmoe", "config": <json>}``.
 * :func:`load_checkpoint` reads those, or a torch file (``.ckpt``/``.pt``/``.pth``) holding a
-  state dict or ``{"state_dict": ...}``. Keys prefixed ``backbone.`` (the CSMAE Lightning
-  layout) select the encoder; other prefixed keys (decoders, heads) are ignored when loading
-  into an encoder, as are timm leftovers ``fc_norm.*``/``head.*`` (``fc_norm`` is kept for
-  a model that has one: CSMAE's pooled feature). A ``pos_embed`` for a
-  different square grid is resampled bicubically. Loading is strict: missing, unexpected
+  state dict or ``{"state_dict": ...}``; every reader takes a path, an ``https://`` URL or
+  a registered name (downloaded once, see :mod:`xcsmoe.model.hub`). Keys prefixed
+  ``backbone.`` (the CSMAE Lightning layout) select the encoder; other prefixed keys
+  (decoders, heads) are ignored when loading into an encoder, as are timm leftovers
+  ``fc_norm.*``/``head.*`` (``fc_norm`` is kept for a model that has one: CSMAE's pooled
+  feature). A ``pos_embed`` for a different square grid is resampled bicubically. Loading is strict: missing, unexpected
   and mis-shaped keys are all listed in one :class:`CheckpointError`.
 * :func:`match_checkpoint` checks a file against a variant from its header alone (names,
   shapes and stored config; no weight is read), so a wrong or damaged file fails before
@@ -82,7 +83,9 @@ def read_checkpoint_header(
 
 
 def _checkpoint_file(path: str | PathLike[str]) -> Path:
-    path = Path(path)
+    from xcsmoe.model.hub import weights_path
+
+    path = weights_path(path)  # a URL or registered name: its downloaded, verified file
     if not path.is_file():
         raise CheckpointError(expected("weights", "an existing checkpoint file", str(path)))
     return path

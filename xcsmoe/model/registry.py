@@ -73,23 +73,27 @@ def create_model(
     """Build variant ``name``: the :class:`~xcsmoe.model.encoder.CSMoE` encoder, or with
     ``pretraining=True`` the :class:`~xcsmoe.model.pretrain.CSMoEForPretraining` wrapper.
 
-    ``weights``: a file written by :func:`~xcsmoe.model.checkpoint.save_checkpoint` (or a
-    CSMAE Lightning ``.ckpt`` for ``csmae_p15``), loaded strictly (encoder-only weights
-    into a pretraining model load into its ``backbone``). A file that stores its config
-    must be of variant ``name``, and the network takes the input band order stored there
-    (``s1_bands``/``s2_bands``, unless overridden).
+    ``weights``: ``None`` or ``"random"`` for a randomly initialised network; else a file
+    written by :func:`~xcsmoe.model.checkpoint.save_checkpoint` (or a CSMAE Lightning
+    ``.ckpt`` for ``csmae_p15``) given as a path, an ``https://`` URL (downloaded once,
+    ``#sha256=<hex>`` to verify it) or a registered name (:func:`~xcsmoe.list_weights`).
+    It is loaded strictly (encoder-only weights into a pretraining model load into its
+    ``backbone``). A file that stores its config must be of variant ``name``, and the
+    network takes the input band order stored there (``s1_bands``/``s2_bands``, unless
+    overridden).
     """
     from xcsmoe.model.encoder import CSMoE
     from xcsmoe.model.pretrain import CSMoEForPretraining
 
     config = model_config(name, **overrides)
     build = CSMoEForPretraining if pretraining else CSMoE
-    if weights is None:
+    if weights is None or weights == "random":
         return build(config)
     from xcsmoe.errors import CheckpointError
     from xcsmoe.model.checkpoint import load_state, read_checkpoint
+    from xcsmoe.model.hub import weights_path
 
-    state, stored = read_checkpoint(weights)
+    state, stored = read_checkpoint(weights_path(weights))
     if stored is not None:
         if stored.name != name:
             raise CheckpointError(

@@ -4,11 +4,13 @@ The number of valid patches of a tile is known only after its pixels are read, w
 resumable region writes need fixed positions and the final store must hold exactly the
 valid patches. Both are met with one read of every pixel, in two passes:
 
-1. **Scan** (one task per block of a tile's patch grid): read the block, keep the
-   patches whose every pixel is valid (both sensors, or either one when
-   ``require_pairs=False``), and stage the kept patches, raw and uncompressed, in a hidden
-   sibling folder ``.<store>.scan/`` with a small JSON result written last (atomically).
-   A rerun skips blocks whose result exists; the folder carries the job fingerprint.
+1. **Scan** (one task per block of a tile's patch grid): read the block straight into
+   patches in the store's dtypes (``source.read_patches``: GeoTIFF bands copied once, no
+   float copy of S2), keep the patches whose every pixel is valid (both sensors, or
+   either one when ``require_pairs=False``), and stage the kept patches, raw and
+   uncompressed, in a hidden sibling folder ``.<store>.scan/`` with a small JSON result
+   written last (atomically). A rerun skips blocks whose result exists; the folder
+   carries the job fingerprint.
 2. **Plan** (pure, :func:`~xcsmoe.pretraining.patch_plan.plan_layout`): kept patches in
    (tile, row, column) order; per-patch metadata (ids, times, centre, transform, split)
    is written with the store skeleton; pixels are cut into regions of whole chunks.
@@ -17,6 +19,11 @@ valid patches. Both are met with one read of every pixel, in two passes:
    regions without a marker and ends byte-identical. The staging folder is removed once
    the store is complete.
 
+Where the time goes (8 real Major TOM tiles, 2 workers): reading the GeoTIFFs, then zstd
+and Zarr's chunk handling; staging costs a copy to the page cache. A full disk or a
+read-only folder met on the way is reported as an :class:`InputError`; everything written
+so far stays and the same call resumes.
+
 Layout (the contract with the loader): :mod:`xcsmoe.pretraining.patch_meta`; one record
 per patch along ``patch``, ``s2`` uint16 DN and ``s1`` float32 linear power, 8 patches per
 zstd-compressed chunk by default.
@@ -24,10 +31,12 @@ zstd-compressed chunk by default.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +70,16 @@ from xcsmoe.regionstore import (
     write_region,
 )
 
-__all__ = ["PatchStoreReport", "build_patch_store", "resolve_tiles", "scan_block"]
+__all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_tiles", "scan_block"]
+
+#: Dask config for the processes of a store-building cluster. Dask starts workers with
+#: ``MALLOC_TRIM_THRESHOLD_`` set, which freezes glibc's mmap threshold at 128 KiB: every
+#: block-sized array is then a fresh mapping whose pages fault in one by one, and the
+#: kernel took as much CPU as the work itself. Arrays up to 32 MiB (a block of patches)
+#: come from the heap instead. Applied to the LocalCluster that ``build_patch_store``
+#: starts; set it around your own ``LocalCluster(...)`` (or export the variable on your
+#: workers) to get the same.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 
 
 @dataclass(frozen=True)
@@ -133,8 +151,12 @@ def build_patch_store(
     if not _same_job(store, probe):
         check_store(store, probe, overwrite=overwrite)  # raises for another job's store
     blocks = plan_blocks(tiles, settings)
-    scan_dir = _scan_dir(store, probe.fingerprint_json)
-    with connect(client, n_workers=n_workers) as active:
+    with (
+        _write_errors_reported(store),
+        dask.config.set(WORKER_CONFIG),
+        connect(client, n_workers=n_workers) as active,
+    ):
+        scan_dir = _scan_dir(store, probe.fingerprint_json)
         todo = [b for b in blocks if not (scan_dir / _result_name(b.index)).is_file()]
         scan = dask.delayed(scan_block, pure=True)
         run_tasks(
@@ -165,7 +187,8 @@ def build_patch_store(
                 for index in status.todo
             ]
             run_tasks(tasks, active, desc="writing patches", progress=progress)
-    if finish_store(store):
+        complete = finish_store(store)
+    if complete:
         shutil.rmtree(scan_dir, ignore_errors=True)
     return PatchStoreReport(
         str(store), layout.size, len(tiles), len(todo), layout.regions,
@@ -214,29 +237,27 @@ def scan_block(
     Staged: ``block-<i>-s2.npy`` ``(k, 10, P, P)`` uint16 (0 where a patch has no S2) and
     ``block-<i>-s1.npy`` ``(k, 2, P, P)`` float32 (NaN where none), then the JSON result.
     """
-    patch = settings.patch_size
-    ys, xs = block.pixel_window(patch)
-    arrays = tile.source.read(
-        tile.geobox[ys, xs], bands_s2=settings.bands_s2, bands_s1=settings.bands_s1
-    )
-    shape = (block.row1 - block.row0, block.col1 - block.col0)
-    s2 = _cut(arrays["s2"], shape, patch)
-    s1 = _cut(arrays["s1"], shape, patch)
-    valid_s2 = _all_finite(s2, block.patches)
-    valid_s1 = _all_finite(s1, block.patches)
+    ys, xs = block.pixel_window(settings.patch_size)
+    cut = tile.source.read_patches(
+        tile.geobox[ys, xs], patch=settings.patch_size, bands_s2=settings.bands_s2,
+        bands_s1=settings.bands_s1,
+    )  # fmt: skip
+    valid_s2, valid_s1 = cut.valid_s2, cut.valid_s1
     keep = valid_s2 & valid_s1 if settings.require_pairs else valid_s2 | valid_s1
     kept = np.flatnonzero(keep)
     has_s2, has_s1 = valid_s2[kept], valid_s1[kept]
     folder = Path(scan_dir)
     name = _result_name(block.index)
-    if s2 is not None and has_s2.any():
-        out = np.zeros((kept.size, *s2.shape[1:]), dtype=np.uint16)
-        out[has_s2] = s2[kept[has_s2]]
-        _save_atomic(folder / name.replace(".json", "-s2.npy"), out)
-    if s1 is not None and has_s1.any():
-        out1 = np.full((kept.size, *s1.shape[1:]), np.nan, dtype=np.float32)
-        out1[has_s1] = s1[kept[has_s1]]
-        _save_atomic(folder / name.replace(".json", "-s1.npy"), out1)
+    for sensor, values, present, fill in (
+        ("s2", cut.s2, has_s2, 0),
+        ("s1", cut.s1, has_s1, np.nan),
+    ):
+        if values is None or not present.any():
+            continue
+        staged = values if kept.size == len(values) else values[kept]  # no copy: all kept
+        if not present.all():
+            staged[~present] = fill
+        _save_atomic(folder / name.replace(".json", f"-{sensor}.npy"), staged)
     result = {
         "kept": kept.tolist(),
         "has_s2": has_s2.tolist(),
@@ -247,22 +268,6 @@ def scan_block(
     tmp.write_text(json.dumps(result))
     os.replace(tmp, folder / name)
     return result
-
-
-def _cut(values: np.ndarray | None, shape: tuple[int, int], patch: int) -> np.ndarray | None:
-    """``(C, rows*P, cols*P)`` → ``(rows*cols, C, P, P)``, row-major."""
-    if values is None:
-        return None
-    rows, cols = shape
-    bands = values.shape[0]
-    grid = values.reshape(bands, rows, patch, cols, patch)
-    return grid.transpose(1, 3, 0, 2, 4).reshape(rows * cols, bands, patch, patch)
-
-
-def _all_finite(patches: np.ndarray | None, count: int) -> np.ndarray:
-    if patches is None:
-        return np.zeros(count, dtype=bool)
-    return np.isfinite(patches).reshape(count, -1).all(axis=1)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -310,40 +315,30 @@ def _region_sources(layout: PatchLayout, index: int) -> tuple[int, np.ndarray, n
 def write_patch_region(
     store: str, scan_dir: str, index: int, sources: tuple[int, np.ndarray, np.ndarray]
 ) -> tuple[int, ...]:
-    """Worker side: gather a region's staged patches and write them, then its marker."""
+    """Worker side: gather a region's staged patches and write them, then its marker.
+
+    A sensor that no patch of the region holds is not written: its chunks stay absent,
+    which Zarr reads as the fill value (0 for ``s2``, NaN for ``s1``). Chunks of a sensor
+    that some patch holds are written whole, without Zarr's empty-chunk comparison (only
+    ``require_pairs=False`` stores can have such a chunk of fill values; it reads the same).
+    """
     start, blocks, slots = sources
     folder = Path(scan_dir)
-    s2 = s1 = None
+    gathered: dict[str, np.ndarray] = {}
     for block in np.unique(blocks):
         where = np.flatnonzero(blocks == block)
         name = _result_name(int(block))
-        for sensor in ("s2", "s1"):
+        for sensor, fill in (("s2", 0), ("s1", np.nan)):
             path = folder / name.replace(".json", f"-{sensor}.npy")
             if not path.is_file():
                 continue
             staged = np.load(path, mmap_mode="r")
-            if sensor == "s2":
-                if s2 is None:
-                    s2 = np.zeros((blocks.size, *staged.shape[1:]), dtype=np.uint16)
-                s2[where] = staged[slots[where]]
-            else:
-                if s1 is None:
-                    s1 = np.full((blocks.size, *staged.shape[1:]), np.nan, dtype=np.float32)
-                s1[where] = staged[slots[where]]
-    zarr_shape = _stored_shapes(store)
-    if s2 is None:
-        s2 = np.zeros((blocks.size, *zarr_shape["s2"][1:]), dtype=np.uint16)
-    if s1 is None:
-        s1 = np.full((blocks.size, *zarr_shape["s1"][1:]), np.nan, dtype=np.float32)
+            if sensor not in gathered:
+                gathered[sensor] = np.full((blocks.size, *staged.shape[1:]), fill, staged.dtype)
+            gathered[sensor][where] = staged[slots[where]]
     where_ = (slice(start, start + blocks.size),)
-    return write_region(store, {"s2": (where_, s2), "s1": (where_, s1)}, (index,))
-
-
-def _stored_shapes(store: str) -> dict[str, tuple[int, ...]]:
-    import zarr
-
-    group = zarr.open_group(store, mode="r")
-    return {name: tuple(group[name].shape) for name in ("s2", "s1")}
+    values = {k: (where_, v) for k, v in gathered.items()}
+    return write_region(store, values, (index,), write_empty_chunks=True)
 
 
 # ------------------------------------------------------------------------------ checks
@@ -359,6 +354,35 @@ def _check_writable(store: Path) -> None:
             expected("store", "a path in a writable folder", str(store),
                      f"{str(target)!r} is not writable; choose another path or fix permissions.")
         )  # fmt: skip
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def _write_errors_reported(store: Path) -> Iterator[None]:
+    """Turn a full disk (or file size limit) or a read-only folder met while writing the
+    store or its staging folder into an :class:`InputError` that says how to go on.
+
+    Nothing written is lost: staged blocks and finished regions stay, a region cut short
+    has no marker and is rewritten, so the same call resumes once there is room.
+    """
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or error.filename2
+        ours = where is not None and Path(os.fsdecode(where)).is_relative_to(store.parent)
+        if error.errno not in _DISK_FULL and not (error.errno in _READ_ONLY and ours):
+            raise
+        what = "no room" if error.errno in _DISK_FULL else "not writable"
+        raise InputError(
+            expected("store", "a folder with room that xcsmoe can write",
+                     f"{what}: {error.strerror or error}" + (f" ({where})" if where else ""),
+                     "Free disk space (or raise the file size limit) or fix the folder's "
+                     "permissions, then run the same command again: staged blocks and "
+                     "written regions are kept and the job resumes.")
+        ) from error  # fmt: skip
 
 
 def _same_job(store: Path, probe: StoreSpec) -> bool:

@@ -60,10 +60,12 @@ class PretrainRecipe:
         workers: DataLoader worker processes per device (spawned).
         flips: random horizontal / vertical flips.
         mask_order: ``"spatial"`` (kept tokens in row-major order) or ``"random"``.
-        precision: ``"auto"`` = bf16 autocast on GPU, fp32 on CPU.
+        precision: ``"auto"`` = bf16 autocast (``"bf16-mixed"``) where the device
+            computes bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), else ``"32-true"``.
         accelerator, devices, num_nodes, strategy: Lightning settings; ``"auto"`` devices
             and nodes follow ``torchrun`` / SLURM when launched by them.
-        init_weights: start from these weights (an xcsmoe checkpoint of the same variant).
+        init_weights: start from these weights (an xcsmoe checkpoint of the same variant:
+            a path, an https URL or a registered name).
     """
 
     variant: str
@@ -91,16 +93,17 @@ class PretrainRecipe:
     devices: int | str = "auto"
     num_nodes: int | str = "auto"
     strategy: str = "auto"
-    init_weights: Path | None = None
+    init_weights: Path | str | None = None  # a path, or an https URL / registered name
 
     def __post_init__(self) -> None:
+        from xcsmoe.model.hub import is_remote
         from xcsmoe.model.registry import list_models
 
         if self.variant not in list_models():
             raise ConfigError(expected("variant", f"one of {list_models()}", self.variant))
         for name in ("store", "output", "init_weights"):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and not (name == "init_weights" and is_remote(value)):
                 object.__setattr__(self, name, Path(value))
         if (self.max_steps is None) == (self.max_epochs is None):
             raise ConfigError(
@@ -209,8 +212,10 @@ def load_recipe(path: str | PathLike[str], **overrides: Any) -> PretrainRecipe:
                 data[name] = float(data[name])
             except ValueError:
                 raise ConfigError(expected(name, "a number", data[name])) from None
+    from xcsmoe.model.hub import is_remote
+
     for name in ("store", "output", "init_weights"):
-        if data.get(name) is not None:
+        if data.get(name) is not None and not is_remote(data[name]):
             value = Path(data[name]).expanduser()
             data[name] = value if value.is_absolute() else (path.parent / value).resolve()
     return PretrainRecipe(**data)

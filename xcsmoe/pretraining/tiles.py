@@ -2,7 +2,10 @@
 
 A :class:`PatchTile` is one acquisition (an S2 item and/or its S1 partner) on one grid.
 Its ``source`` reads any window of that grid into raw arrays in the convention of
-:func:`xcsmoe.load_cube` (float32, NaN for nodata, S2 in DN, S1 in linear power):
+:func:`xcsmoe.load_cube` (float32, NaN for nodata, S2 in DN, S1 in linear power) with
+``read``, or straight into patches in the patch store's dtypes (S2 uint16 DN, S1 float32)
+with per-patch validity with ``read_patches`` (what the patch store uses: no float copy of
+the S2 bands, one copy from the file's pixels into the patches):
 
 * :class:`StacSource` — STAC items through :func:`xcsmoe.load_cube` (every provider);
 * :class:`RasterSource` — band GeoTIFFs of a published layout (see
@@ -26,10 +29,18 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from xcsmoe.errors import InputError, expected
+from xcsmoe.pretraining.block_patches import (
+    Arrays,
+    BlockPatches,
+    cut_into,
+    patches_from_arrays,
+    per_patch,
+)
 from xcsmoe.sensors import S1, S2, db_to_linear
 
 __all__ = [
     "DESCRIPTOR_COLUMNS",
+    "BlockPatches",
     "PatchTile",
     "RasterSource",
     "StacSource",
@@ -38,8 +49,6 @@ __all__ = [
 ]
 
 DESCRIPTOR_COLUMNS = ("climate", "landcover", "stratum")
-
-Arrays = dict[str, np.ndarray | None]  # "s2": (10, h, w), "s1": (2, h, w) float32 or None
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,12 @@ class StacSource:
             out["s1"] = np.stack([cube[b].values for b in bands_s1]).astype(np.float32)
         return out
 
+    def read_patches(
+        self, geobox: GeoBox, *, patch: int, bands_s2: Sequence[str], bands_s1: Sequence[str]
+    ) -> BlockPatches:
+        """The window ``geobox`` (a whole number of patches) as :class:`BlockPatches`."""
+        return patches_from_arrays(self.read(geobox, bands_s2=bands_s2, bands_s1=bands_s1), patch)
+
 
 @dataclass(frozen=True)
 class RasterSource:
@@ -89,14 +104,67 @@ class RasterSource:
             files = dict(self.s2_files)
             out["s2"] = np.stack([_read_band(files[b], geobox, S2.nodata) for b in bands_s2])
         if self.s1_files:
-            files = dict(self.s1_files)
-            s1 = np.stack([_read_band(files[b], geobox, None) for b in bands_s1])
-            out["s1"] = db_to_linear(s1).astype(np.float32) if self.s1_units == "dB" else s1
+            out["s1"] = self._read_s1(geobox, bands_s1)
         return out
+
+    def _read_s1(self, geobox: GeoBox, bands_s1: Sequence[str]) -> np.ndarray:
+        files = dict(self.s1_files)
+        s1 = np.stack([_read_band(files[b], geobox, None) for b in bands_s1])
+        return db_to_linear(s1).astype(np.float32) if self.s1_units == "dB" else s1
+
+    def read_patches(
+        self, geobox: GeoBox, *, patch: int, bands_s2: Sequence[str], bands_s1: Sequence[str]
+    ) -> BlockPatches:
+        """The window ``geobox`` (a whole number of patches) as :class:`BlockPatches`.
+
+        uint16 S2 files are copied into the patches as they are, band by band (validity:
+        no pixel equals the file's nodata); other S2 dtypes and S1 go through ``read``'s
+        float32 convention.
+        """
+        height, width = geobox.shape.y, geobox.shape.x
+        n = (height // patch) * (width // patch)
+        s2 = s1 = None
+        valid_s2 = valid_s1 = np.zeros(n, dtype=bool)
+        if self.s2_files:
+            import rasterio
+
+            files = dict(self.s2_files)
+            s2 = np.empty((n, len(bands_s2), patch, patch), dtype=np.uint16)
+            valid = np.ones((height, width), dtype=bool)
+            with rasterio.Env():  # one GDAL environment for every band, not one per open
+                reads = [_read_native(files[band], geobox, S2.nodata) for band in bands_s2]
+            for b, (raw, nodata) in enumerate(reads):
+                if raw.dtype != np.uint16:
+                    values = _as_float(raw, nodata)
+                    ok = np.isfinite(values)
+                    raw = np.where(ok, values, 0).astype(np.uint16)
+                else:
+                    ok = raw != nodata if nodata is not None and not np.isnan(nodata) else True
+                valid &= ok
+                cut_into(s2, b, raw)
+            valid_s2 = per_patch(valid, patch)
+        if self.s1_files:
+            cut = patches_from_arrays({"s1": self._read_s1(geobox, bands_s1)}, patch)
+            s1, valid_s1 = cut.s1, cut.valid_s1
+        return BlockPatches(s2, s1, valid_s2, valid_s1)
 
 
 def _read_band(path: str, geobox: GeoBox, nodata: float | None) -> np.ndarray:
     """One band of ``path`` on ``geobox`` as float32 with NaN for nodata (nearest)."""
+    return _as_float(*_read_native(path, geobox, nodata))
+
+
+def _as_float(raw: np.ndarray, nodata: float | None) -> np.ndarray:
+    out = raw.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        out[raw == nodata] = np.nan
+    return out
+
+
+def _read_native(
+    path: str, geobox: GeoBox, nodata: float | None
+) -> tuple[np.ndarray, float | None]:
+    """One band of ``path`` on ``geobox`` in the file's dtype, and its nodata (nearest)."""
     import rasterio
     from rasterio.warp import Resampling, reproject
     from rasterio.windows import Window
@@ -128,10 +196,7 @@ def _read_band(path: str, geobox: GeoBox, nodata: float | None) -> np.ndarray:
                 dst_crs=str(geobox.crs), resampling=Resampling.nearest,
                 src_nodata=nodata, dst_nodata=nodata if nodata is not None else 0,
             )  # fmt: skip
-    out = raw.astype(np.float32)
-    if nodata is not None and not np.isnan(nodata):
-        out[raw == nodata] = np.nan
-    return out
+    return raw, nodata
 
 
 def _aligned(src: Any, geobox: GeoBox) -> tuple[int | None, tuple[int, int]]:

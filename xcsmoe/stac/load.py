@@ -21,6 +21,13 @@ Cube layout (the contract with the embedding code):
 * S2 20 m bands are resampled to the grid with ``resampling``: nearest neighbour by
   default, as the CSMoE paper does for its 20 m bands; bands already on
   the grid are copied exactly, whatever the method.
+
+Assets in buckets (``s3://`` hrefs, or ``https://`` hrefs of a bucket) are read in place
+by GDAL. How to reach the bucket (endpoint, region, requester pays, unsigned) comes from
+the provider's ``access`` settings (:class:`~xcsmoe.stac.providers.BucketAccess`),
+overridable per call with ``access=``. The settings travel inside the dask graph
+(odc-stac's reader captures them on the client and restores them around every read on
+the workers), so no process-wide GDAL state is changed and a cluster needs no setup.
 """
 
 from __future__ import annotations
@@ -34,12 +41,13 @@ import pandas as pd
 import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.loader import RioDriver
 from odc.stac import load as odc_load
 
 from xcsmoe.errors import ConfigError, GridError, expected
 from xcsmoe.sensors import SENSORS, item_processing_level
 from xcsmoe.stac.plan import CubePlan, GroupKey, SensorPlan, plan_cube
-from xcsmoe.stac.providers import ProviderConfig
+from xcsmoe.stac.providers import BucketAccess, ProviderConfig
 
 __all__ = ["DEFAULT_CHUNKS", "load_cube"]
 
@@ -63,6 +71,7 @@ def load_cube(
     pool: int | ThreadPoolExecutor | None = None,
     patch_url: Callable[[str], str] | None = None,
     fail_on_error: bool = True,
+    access: BucketAccess | Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Load Sentinel-2 and/or Sentinel-1 STAC items into one lazy cube on one grid.
 
@@ -81,15 +90,20 @@ def load_cube(
         s1_tolerance: largest S2-S1 time gap for pairing (a pandas Timedelta string).
         provider: provider name/YAML path/config; default: found from each collection.
         pool, patch_url, fail_on_error: passed to ``odc.stac.load``.
+        access: bucket settings that override the provider's ``access`` for this call,
+            e.g. ``{"endpoint": "http://127.0.0.1:9000", "unsigned": True}`` or
+            ``{"requester_pays": True, "region": "eu-central-1"}``.
     """
+    if access is not None:
+        BucketAccess.parse(access)  # checked before anything is planned or read
     plan = plan_cube(
         s2_items, s1_items, bands=bands, bbox=bbox, geobox=geobox, resolution=resolution,
         crs=crs, groupby=groupby, s1_tolerance=s1_tolerance, provider=provider,
     )  # fmt: skip
     odc_kw = {"pool": pool, "patch_url": patch_url, "fail_on_error": fail_on_error}
     sizes = _chunks(chunks, plan.geobox)
-    s2 = _load_sensor(plan, plan.s2, sizes, resampling, odc_kw) if plan.s2 else None
-    s1 = _load_sensor(plan, plan.s1, sizes, resampling, odc_kw) if plan.s1 else None
+    s2 = _load_sensor(plan, plan.s2, sizes, resampling, odc_kw, access) if plan.s2 else None
+    s1 = _load_sensor(plan, plan.s1, sizes, resampling, odc_kw, access) if plan.s1 else None
     return _assemble(plan, s2, s1, s1_tolerance)
 
 
@@ -117,8 +131,12 @@ def _load_sensor(
     chunks: dict[str, int],
     resampling: str | Mapping[str, str],
     odc_kw: dict[str, Any],
+    access: BucketAccess | Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     time_chunk = chunks["time"]
+    bucket = sensor.config.access.updated(access)
+    if bucket.configured:
+        odc_kw = {**odc_kw, "driver": BucketReader(bucket)}
     ds = odc_load(
         sensor.items,
         bands=list(sensor.bands),
@@ -138,6 +156,20 @@ def _load_sensor(
     ds = _as_float32(ds, sensor)
     ds.attrs[f"{sensor.sensor}_collection"] = f"{sensor.config.provider}/{sensor.config.id}"
     return ds
+
+
+class BucketReader(RioDriver):
+    """odc-stac's rasterio reader with a provider's bucket settings: the GDAL options
+    and AWS session arguments join the environment odc-stac captures into the graph."""
+
+    def __init__(self, access: BucketAccess) -> None:
+        super().__init__()
+        self.access = access
+
+    def capture_env(self) -> dict[str, Any]:
+        env = {**super().capture_env(), **self.access.gdal_options()}
+        env["_aws"] = self.access.aws_session()
+        return env
 
 
 def _as_float32(ds: xr.Dataset, sensor: SensorPlan) -> xr.Dataset:

@@ -5,6 +5,11 @@ source of truth). Each collection entry is odc-stac's ``stac_cfg`` (``assets`` w
 ``data_type``/``nodata``/``units``, ``aliases`` from cube band to asset key) plus a few
 keys xcsmoe reads: ``sensor`` (``s1``/``s2``), ``units`` (``DN``, ``linear``, ``dB`` or
 ``amplitude``), ``scale``, ``usable`` and ``notes``.
+
+An optional ``access`` mapping (per provider, or per collection to override it) says how
+GDAL reaches the asset bucket (:class:`BucketAccess`): ``endpoint``, ``region``,
+``requester_pays``, ``unsigned``, ``virtual_hosting``. Credentials are never written
+there: GDAL and boto3 read them from the environment (``AWS_ACCESS_KEY_ID``, profiles).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from xcsmoe.errors import ConfigError, MissingBandError, UnknownCollectionError,
 from xcsmoe.sensors import SENSORS, SensorSpec
 
 __all__ = [
+    "BucketAccess",
     "CollectionConfig",
     "ProviderConfig",
     "catalogs_dir",
@@ -32,6 +38,100 @@ __all__ = [
 ]
 
 _S1_UNITS = ("linear", "dB", "amplitude")
+
+
+@dataclass(frozen=True)
+class BucketAccess:
+    """How GDAL reads assets at ``s3://`` (and bucket ``https://``) hrefs.
+
+    Args:
+        endpoint: URL of an S3-compatible service, e.g. ``"http://127.0.0.1:9000"``
+            (GDAL ``AWS_S3_ENDPOINT``; ``http://`` also sets ``AWS_HTTPS=NO``).
+        region: bucket region (``AWS_REGION``), e.g. ``"us-west-2"``.
+        requester_pays: agree to pay for requester-pays buckets (``AWS_REQUEST_PAYER``).
+        unsigned: anonymous requests for public buckets (``AWS_NO_SIGN_REQUEST``).
+        virtual_hosting: ``bucket.host`` style URLs (GDAL ``AWS_VIRTUAL_HOSTING``);
+            ``None`` means GDAL's default, or path style with a custom ``endpoint``.
+    """
+
+    endpoint: str | None = None
+    region: str | None = None
+    requester_pays: bool = False
+    unsigned: bool = False
+    virtual_hosting: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None and (
+            not isinstance(self.endpoint, str)
+            or not self.endpoint.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(
+                expected("access.endpoint", "an http:// or https:// URL", self.endpoint)
+            )
+        for name in ("requester_pays", "unsigned"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(expected(f"access.{name}", "true or false", getattr(self, name)))
+        if self.virtual_hosting is not None and not isinstance(self.virtual_hosting, bool):
+            raise ConfigError(
+                expected("access.virtual_hosting", "true, false or null", self.virtual_hosting)
+            )
+
+    @classmethod
+    def parse(cls, value: Any, *, argument: str = "access") -> BucketAccess:
+        """A :class:`BucketAccess` from itself, a mapping of its fields, or ``None``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(value, Mapping) or set(value) - known:
+            raise ConfigError(
+                expected(argument, f"a mapping with keys among {sorted(known)}", value)
+            )
+        return cls(**value)
+
+    def updated(self, override: Any) -> BucketAccess:
+        """These settings with the fields given in ``override`` (a mapping or
+        :class:`BucketAccess`: its non-default fields) replaced."""
+        if override is None:
+            return self
+        if isinstance(override, BucketAccess):
+            changes = {
+                k: v for k, v in vars(override).items()
+                if v != BucketAccess.__dataclass_fields__[k].default
+            }  # fmt: skip
+        else:
+            changes = dict(vars(BucketAccess.parse(override)))
+            changes = {k: v for k, v in changes.items() if k in override}
+        return BucketAccess(**{**vars(self), **changes})
+
+    @property
+    def configured(self) -> bool:
+        return self != BucketAccess()
+
+    def aws_session(self) -> dict[str, Any]:
+        """Keyword arguments of ``rasterio.session.AWSSession`` (credentials come from
+        the environment of the process that reads)."""
+        session: dict[str, Any] = {"aws_unsigned": self.unsigned}
+        if self.region:
+            session["region_name"] = self.region
+        if self.requester_pays:
+            session["requester_pays"] = True
+        if self.endpoint:
+            session["endpoint_url"] = self.endpoint.split("://", 1)[1].rstrip("/")
+        return session
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL configuration options that are not part of the AWS session."""
+        options: dict[str, str] = {}
+        if self.endpoint and self.endpoint.startswith("http://"):
+            options["AWS_HTTPS"] = "NO"
+        hosting = self.virtual_hosting
+        if hosting is None and self.endpoint:
+            hosting = False
+        if hosting is not None:
+            options["AWS_VIRTUAL_HOSTING"] = "TRUE" if hosting else "FALSE"
+        return options
 
 
 @dataclass(frozen=True)
@@ -47,6 +147,7 @@ class CollectionConfig:
     usable: bool = True
     notes: str = ""
     provider: str = ""
+    access: BucketAccess = BucketAccess()
 
     @property
     def spec(self) -> SensorSpec:
@@ -158,13 +259,17 @@ def _read_provider(path: Path) -> ProviderConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("collections"), dict):
         raise ConfigError(expected(str(path), "a mapping with a 'collections' mapping", raw))
     name = str(raw.get("provider", path.stem))
+    access = BucketAccess.parse(raw.get("access"), argument=f"{path}: access")
     collections = {
-        cid: _collection(cid, body or {}, name, path) for cid, body in raw["collections"].items()
+        cid: _collection(cid, body or {}, name, path, access)
+        for cid, body in raw["collections"].items()
     }
     return ProviderConfig(name, raw.get("url"), MappingProxyType(collections), path)
 
 
-def _collection(cid: str, body: Mapping[str, Any], provider: str, path: Path) -> CollectionConfig:
+def _collection(
+    cid: str, body: Mapping[str, Any], provider: str, path: Path, access: BucketAccess
+) -> CollectionConfig:
     sensor = body.get("sensor")
     if sensor not in SENSORS:
         raise ConfigError(expected(f"{path}: {cid}.sensor", f"one of {sorted(SENSORS)}", sensor))
@@ -181,7 +286,13 @@ def _collection(cid: str, body: Mapping[str, Any], provider: str, path: Path) ->
         usable=bool(body.get("usable", True)),
         notes=str(body.get("notes", "")),
         provider=provider,
+        access=_collection_access(access, body.get("access"), f"{path}: {cid}.access"),
     )
+
+
+def _collection_access(provider: BucketAccess, raw: Any, argument: str) -> BucketAccess:
+    BucketAccess.parse(raw, argument=argument)  # validates names and values
+    return provider.updated(raw)
 
 
 def collection_config(
