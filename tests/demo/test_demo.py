@@ -9,7 +9,10 @@ tile, cubes at 10 m.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -119,6 +122,39 @@ def test_second_run_reuses_the_cached_pretraining(first_run, tmp_path):
     assert (out / encoder).read_bytes() == trained
     assert json.loads((out / "demo.json").read_text())["cache"]["hit"] is True
     pd.testing.assert_frame_equal(again.table, first.table)
+
+
+def test_cli_runs_the_demo_to_success_from_the_cache(first_run, demo_cache, capsys, tmp_path):
+    from xcsmoe.cli import main
+
+    first, _ = first_run
+    capsys.readouterr()  # drop what the first run printed, if it ran in this test's setup
+    out = tmp_path / "out"
+    args = ["demo", "--out", str(out), "--no-progress", "--workers", str(SMALL["workers"])]
+    for flag in ("patch_size", "steps", "batch_size"):
+        args += [f"--{flag.replace('_', '-')}", str(SMALL[flag])]
+    # no --top-k flag: the default 5 (< the 6 patches) does not enter the cache key
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    results = out / "results.md"
+    assert results.is_file()
+    assert results.read_text().startswith("| task | metric | random | pretrained | chance |")
+    assert f"cache hit: {cache_root() / first.cache_key}" in printed
+    assert "(pretraining reused from the cache)" in printed
+    assert re.search(rf"^  results +{re.escape(str(results))}$", printed, flags=re.M)
+    assert json.loads((out / "demo.json").read_text())["cache"] == {
+        "key": first.cache_key,
+        "hit": True,
+    }
+
+
+def test_module_entry_point_documents_the_demo():
+    done = subprocess.run(
+        [sys.executable, "-m", "xcsmoe", "demo", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--steps" in done.stdout and "--patch-size" in done.stdout
 
 
 def test_changed_budget_misses_and_half_written_entries_are_never_reused(first_run):

@@ -1,8 +1,15 @@
 """The notebooks in ``examples/``: valid jupytext ``py:percent`` files that run as scripts.
 
-The three notebooks start together in subprocesses (module fixture) with the small
-settings below and a cache folder of their own; each test waits for its notebook and
-checks what it wrote.
+The format is checked twice: by hand (header, cells that parse on their own) and by
+``jupytext`` itself (a dev dependency), which must read each file as ``py:percent`` and
+write it back unchanged.
+
+The three notebooks start together in subprocesses (module fixture) with a cache folder
+of their own and the small settings of ``SMALL``, passed as ``XCSMOE_EXAMPLE_*``
+variables: the ``csmoe_tiny`` model, 32 px windows and patches, a 1° x 0.5° grid region
+with 2 cells per stratum, a pretraining of 2 steps and 2 Dask workers. The notebooks'
+own defaults (``csmoe_p16``, Austria, 30 steps) are larger; these keep the run to minutes
+on a CPU. Each test waits for its notebook and checks what it wrote.
 """
 
 from __future__ import annotations
@@ -71,13 +78,22 @@ def test_notebook_is_valid_py_percent(name):
             ast.parse(source)  # each code cell parses on its own, as a kernel runs it
     ast.parse(text)
 
-    try:
-        import jupytext
-    except ImportError:
-        return
-    notebook = jupytext.reads(text, fmt="py:percent")
+    jupytext = pytest.importorskip("jupytext")  # a dev dependency: a skip shows
+    notebook = jupytext.read(EXAMPLES / f"{name}.py")
     assert [cell.cell_type for cell in notebook.cells] == kinds
-    assert notebook.metadata["jupytext"]["text_representation"]["format_name"] == "percent"
+    assert {"code", "markdown"} <= set(kinds)
+    codes = [source for kind, source in cells if kind == "code"]
+    assert [cell.source for cell in notebook.cells if cell.cell_type == "code"] == codes
+    metadata = notebook.metadata["jupytext"]
+    assert metadata["formats"] == "py:percent"
+    assert metadata["text_representation"]["extension"] == ".py"
+    assert metadata["text_representation"]["format_name"] == "percent"
+    # round trip: written back as py:percent it is the file again, less the version stamp
+    # jupytext adds; through .ipynb and back it is the same notebook
+    written = jupytext.writes(notebook, fmt="py:percent")
+    assert re.sub(r"^#\s+jupytext_version: .*\n", "", written, flags=re.M) == text
+    via_ipynb = jupytext.reads(jupytext.writes(notebook, fmt="ipynb"), fmt="ipynb")
+    assert jupytext.writes(via_ipynb, fmt="py:percent") == written
 
 
 # ---------------------------------------------------------------------- execution
