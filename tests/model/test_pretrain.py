@@ -114,3 +114,47 @@ def test_expert_entropy_is_zero_for_balanced_use():
     )
     assert abs(expert_entropy([balanced]).item()) < 1e-6
     assert expert_entropy([skewed]).item() == pytest.approx(math.log(4), rel=1e-5)
+
+
+# ----------------------------------------------------------- single-sensor batches
+# A sample without S1 (``has_s1`` False; the loader fills its image with zeros) feeds
+# only its S2 reconstruction: no term may read the absent sensor's pixels.
+
+SINGLE_SENSOR_BATCHES = {
+    "s2 only": [False, False, False],
+    "mixed": [True, False, False],  # one pair, two S2-only samples
+}
+RECONSTRUCTION_TERMS = ("uni_s1", "uni_s2", "cross_s1", "cross_s2", "uni", "cross", "mim")
+
+
+def _losses_with_absent_s1(model, images, has_s1: list[bool]) -> list[dict[str, torch.Tensor]]:
+    """Losses of one batch (same masks) with the absent S1 images zero, then random."""
+    s1, s2 = images(3, seed=2)
+    flags = torch.tensor(has_s1)
+    runs = []
+    for fill in (torch.zeros_like(s1), 5 * torch.randn(s1.shape)):
+        absent_changed = torch.where(flags[:, None, None, None], s1, fill)
+        with torch.no_grad():
+            out = model(
+                absent_changed, s2, generator=torch.Generator().manual_seed(1),
+                has_s1=flags, has_s2=torch.ones(3, dtype=torch.bool),
+            )  # fmt: skip
+        runs.append(out.losses)
+    return runs
+
+
+@pytest.mark.parametrize("has_s1", SINGLE_SENSOR_BATCHES.values(), ids=SINGLE_SENSOR_BATCHES)
+def test_absent_sensor_pixels_do_not_reach_the_reconstruction_terms(pretrainer, images, has_s1):
+    zeros, noise = _losses_with_absent_s1(pretrainer, images, has_s1)
+    for key in RECONSTRUCTION_TERMS:
+        torch.testing.assert_close(zeros[key], noise[key], msg=key)
+    assert torch.isfinite(zeros["uni_s2"]) and zeros["uni_s2"] > 0
+    if not any(has_s1):
+        assert zeros["uni_s1"] == 0 and zeros["cross_s1"] == 0 and zeros["cross_s2"] == 0
+
+
+@pytest.mark.parametrize("has_s1", SINGLE_SENSOR_BATCHES.values(), ids=SINGLE_SENSOR_BATCHES)
+def test_absent_sensor_pixels_leave_every_loss_term_unchanged(pretrainer, images, has_s1):
+    zeros, noise = _losses_with_absent_s1(pretrainer, images, has_s1)
+    for key in zeros:
+        torch.testing.assert_close(zeros[key], noise[key], msg=key)

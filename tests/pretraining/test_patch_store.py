@@ -269,3 +269,41 @@ def test_interrupted_job_resumes_only_missing_regions_byte_identical(
     assert _snapshot(store) == _snapshot(reference)
     again = build_patch_store(pair_items, store, client=threaded_client, **settings)
     assert again.regions_written == 0 and again.patches == report.patches
+
+
+# ------------------------------------------------- a sampling selection as the source
+
+
+def test_selection_descriptors_reach_every_patch_and_match_building_from_the_items(
+    sample_items, pair_items, threaded_client, tmp_path
+):
+    """A real selection (archive -> climate/land-cover descriptors -> one sample per
+    stratum) of the sample's S2 items, cut with the S1 partners found among the items."""
+    from xcsmoe.sampling.archive import archive_from_items
+    from xcsmoe.sampling.descriptors import add_descriptors
+    from xcsmoe.sampling.select import select_random
+
+    described = add_descriptors(archive_from_items(sample_items["s2"]))
+    selection = select_random(described, per_stratum=1, seed=0)
+    assert 1 < len(selection) < len(sample_items["s2"])  # two sample items share a stratum
+    settings = {"patch_size": PATCH, "client": threaded_client, "progress": False}
+    report = build_patch_store(selection, tmp_path / "selection.zarr", items=pair_items, **settings)
+    partner = dict(zip(sample_items["s2"], sample_items["s1"], strict=True))
+    by_id = {item.id: item for item in sample_items["s2"]}
+    chosen = [i for s in selection["sample_id"] for i in (by_id[s], partner[by_id[s]])]
+    direct = build_patch_store(chosen, tmp_path / "items.zarr", **settings)
+    assert report.patches == direct.patches > 0
+    assert report.tiles == direct.tiles == len(selection)
+    assert report.discarded_invalid == direct.discarded_invalid
+
+    ds = xr.open_zarr(tmp_path / "selection.zarr")
+    plain = xr.open_zarr(tmp_path / "items.zarr")
+    tile_ids = [str(value) for value in ds["tile_id"].values]
+    assert tile_ids == [str(value) for value in plain["tile_id"].values]
+    rows = selection.set_index("sample_id").loc[tile_ids]
+    for column in ("climate", "landcover", "stratum"):
+        assert ds[column].dims == ("patch",), column
+        expected = [str(value) for value in rows[column]]
+        assert [str(value) for value in ds[column].values] == expected, column
+        assert column not in plain.variables
+    assert len({str(value) for value in ds["stratum"].values}) > 1

@@ -219,7 +219,6 @@ def test_sample_recipe_parses() -> None:
     assert recipe.variant == "csmoe_tiny" and recipe.max_steps
 
 
-@pytest.mark.slow
 def test_two_process_ddp_on_cpu_and_its_checkpoint_loads(tmp_path: Path, train_store) -> None:
     """torchrun starts two gloo ranks; each trains on its half of every epoch."""
     recipe = tmp_path / "ddp.yaml"

@@ -157,11 +157,11 @@ class CSMoEForPretraining(nn.Module):
         p = c.patch_size
         grid = (s1.shape[-2] // p, s1.shape[-1] // p)
         images = {"s1": s1, "s2": s2}
-        feats, masks, restore, routes = {}, {}, {}, []
+        feats, masks, restore, routes_of = {}, {}, {}, {}
         for sensor in SENSORS:
             f, m, r, rt = self.encode_masked(images[sensor], sensor, ratio, generator)
-            feats[sensor], masks[sensor], restore[sensor] = f, m, r
-            routes.extend(rt)
+            feats[sensor], masks[sensor], restore[sensor], routes_of[sensor] = f, m, r, rt
+        routes = [route for sensor in SENSORS for route in routes_of[sensor]]
 
         present = _presence(s1.shape[0], s1.device, has_s1, has_s2)
         paired = present["s1"] & present["s2"]
@@ -186,8 +186,9 @@ class CSMoEForPretraining(nn.Module):
         else:  # keeps the projector in the graph (DDP) with a zero gradient
             losses["mim"] = (z1.sum() + z2.sum()) * 0.0
         zero = s1.new_zeros(())
-        losses["repulsion"] = slot_repulsion(routes) if routes else zero
-        losses["entropy"] = expert_entropy(routes) if routes else zero
+        used = _routes_of_present_samples(routes_of, present)
+        losses["repulsion"] = slot_repulsion(used) if used else zero
+        losses["entropy"] = expert_entropy(used) if used else zero
         weights = {
             "uni": c.weight_uni,
             "cross": c.weight_cross,
@@ -198,6 +199,29 @@ class CSMoEForPretraining(nn.Module):
         total = sum(weights[k] * losses[k] for k in LOSS_TERMS)
         losses["total"] = total
         return PretrainOutput(loss=total, losses=losses, pred=pred, mask=masks, routing=routes)
+
+
+def _routes_of_present_samples(
+    routes_of: dict[str, list[RoutingWeights]], present: dict[str, Tensor]
+) -> list[RoutingWeights]:
+    """Each sensor path's Soft MoE routing, restricted to the samples that have the sensor
+    (an absent sensor's image is a placeholder; its routing must not shape the experts)."""
+    used: list[RoutingWeights] = []
+    for sensor, routes in routes_of.items():
+        keep = present[sensor]
+        if bool(keep.all()):
+            used.extend(routes)
+        elif bool(keep.any()):
+            used.extend(
+                RoutingWeights(
+                    dispatch=route.dispatch[keep],
+                    combine=route.combine[keep],
+                    slots=route.slots[keep] if route.slots.dim() == 3 else route.slots,
+                    num_experts=route.num_experts,
+                )
+                for route in routes
+            )
+    return used
 
 
 def _presence(

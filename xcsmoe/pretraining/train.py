@@ -151,6 +151,23 @@ class StepCheckpoint(Callback):
         self._save(trainer)
 
 
+class RecordRecipe(Callback):
+    """Rank 0 writes ``recipe.json`` once every rank is inside ``fit``.
+
+    Every rank checks the output folder first (:func:`resume_point`); a file written
+    before a slower rank had looked would be taken for a previous run. The barrier in
+    ``setup`` orders the write after all checks.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        self.path, self.fingerprint = path, fingerprint
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.strategy.barrier("xcsmoe-record-recipe")
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps(self.fingerprint, indent=1))
+
+
 def checkpoints(folder: Path) -> list[Path]:
     """Step checkpoints in ``folder``, oldest first."""
     if not folder.is_dir():
@@ -345,18 +362,17 @@ def pretrain(
     check_output(recipe.output)
     ckpt = resume_point(recipe, resume=resume, force=force)
     devices = _distributed(recipe)
+    checkpointer = StepCheckpoint(
+        recipe.output / CHECKPOINT_DIR, every=recipe.checkpoint_every, keep=recipe.keep_checkpoints
+    )
+    run_callbacks = [checkpointer, *callbacks]
+    if ckpt is None or force:  # a new run, or a forced resume: the recipe it continues with
+        run_callbacks.append(RecordRecipe(recipe.output / RECIPE_FILE, recipe.fingerprint()))
     trainer = L.Trainer(
         **devices,
         max_steps=recipe.max_steps or -1,
         max_epochs=recipe.max_epochs,
-        callbacks=[
-            StepCheckpoint(
-                recipe.output / CHECKPOINT_DIR,
-                every=recipe.checkpoint_every,
-                keep=recipe.keep_checkpoints,
-            ),
-            *callbacks,
-        ],
+        callbacks=run_callbacks,
         logger=_loggers(recipe.output),
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
@@ -395,8 +411,6 @@ def pretrain(
     )
     if init is not None and ckpt is None:
         _init_weights(module, init, config)
-    if trainer.is_global_zero and (ckpt is None or force):
-        (recipe.output / RECIPE_FILE).write_text(json.dumps(recipe.fingerprint(), indent=1))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
     return _finish(trainer, module, recipe)
 
