@@ -4,8 +4,9 @@ settings, the bf16 accuracy contract on the real sample pairs, and compiled enco
 Tolerances come from measurements on the six real BigEarthNet S1+S2 sample pairs (bf16
 autocast against float32, CPU): csmoe_tiny with random weights reaches a lowest [CLS] and
 token cosine of 0.99999 (1 - cos = 1e-5), a relative L2 of 0.4 %, a mean Kendall τ of
-S1→S2 retrieval scores of 0.993-0.996 and the same top-1 match for every query. The
-asserts leave a 10x margin on 1 - cos (0.9999), 2x on τ's distance from 1; the documented
+S1→S2 retrieval scores of 0.996 and the same top-1 match for every query (re-measured
+after the patch embedding stopped using oneDNN's bf16 convolution). The asserts leave a
+10x margin on 1 - cos (0.9999), 5x on τ's distance from 1; the documented
 contract (:data:`~xcsmoe.embedding.precision.BF16_MIN_CLS_COSINE`) is 0.999.
 """
 
@@ -28,7 +29,7 @@ from xcsmoe.sensors import S2
 TINY = "csmoe_tiny"
 BASE = {"model": TINY, "weights": "random", "window": 64, "normalise": False, "device": "cpu"}
 MEASURED_MIN_COSINE = 0.9999  # measured 0.99999; see the module docstring
-MIN_KENDALL_TAU = 0.98  # measured 0.993-0.996 on 24 windows
+MIN_KENDALL_TAU = 0.98  # measured 0.996 on 24 windows
 MIN_TOP5_OVERLAP = 0.95  # measured 0.99-1.0
 
 
@@ -158,22 +159,43 @@ def test_bf16_accuracy_contract_on_the_real_sample_pairs(sample_catalog):
 
 @pytest.mark.slow
 def test_bf16_accuracy_contract_for_csmoe_p16(sample_catalog):
-    """Measured: lowest [CLS] and token cosine 0.99999, Kendall τ 0.986 (random full-size
-    features are nearly parallel, so their rankings are the most fragile)."""
+    """Measured: lowest [CLS] and token cosine 0.99999, Kendall τ 0.975, same top-1 for
+    every query (random full-size features are nearly parallel, so their rankings are the
+    most fragile); τ asserted at 2x its measured distance from 1."""
     agreement = sample_agreement(model="csmoe_p16", window=112, catalog=sample_catalog)
     assert agreement.min_cls_cosine >= MEASURED_MIN_COSINE, agreement
     assert agreement.min_token_cosine >= MEASURED_MIN_COSINE, agreement
-    assert agreement.kendall_tau >= 0.97, agreement
+    assert agreement.kendall_tau >= 0.95, agreement
 
 
 def test_compiled_encoders_are_cached_per_worker_and_dtype():
     spec, cpu = model_spec(TINY, "random"), torch.device("cpu")
-    eager = cached_model(spec, cpu)
+    eager = cached_model(spec, cpu, dtype="bfloat16")
     compiled = cached_model(spec, cpu, dtype="bfloat16", compile=True)
     assert isinstance(compiled, CompiledEncoder) and compiled.model is eager  # shared weights
     assert cached_model(spec, cpu, dtype="bfloat16", compile=True) is compiled
     assert cached_model(spec, cpu, dtype="float32", compile=True) is not compiled
-    assert cached_model(spec, cpu) is eager and compiled.config is eager.config
+    assert cached_model(spec, cpu, dtype="bfloat16") is eager
+    assert compiled.config is eager.config
+
+
+def test_bf16_models_hold_matmul_weights_in_bf16_with_bit_identical_outputs():
+    """The bf16 model casts its matmul weights once; autocast's per-call cast gave the same
+    bits, so only the copies per forward go away."""
+    spec, cpu = model_spec(TINY, "random"), torch.device("cpu")
+    reference, low = cached_model(spec, cpu), cached_model(spec, cpu, dtype="bfloat16")
+    assert low is not reference
+    assert reference.blocks[0].attn.qkv.weight.dtype == torch.float32
+    assert low.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert low.norm.weight.dtype == torch.float32 and low.cls_token.dtype == torch.float32
+    generator = torch.Generator().manual_seed(1)
+    s1, s2 = (torch.randn(3, c, 64, 64, generator=generator) for c in (2, 10))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.forward_features(s1=s1, s2=s2)
+        got = low.forward_features(s1=s1, s2=s2)
+    for sensor in ("s1", "s2"):
+        torch.testing.assert_close(got.cls[sensor], expected.cls[sensor], rtol=0, atol=0)
+        torch.testing.assert_close(got.tokens[sensor], expected.tokens[sensor], rtol=0, atol=0)
 
 
 @pytest.mark.slow
