@@ -253,10 +253,20 @@ print("wrote", xcsmoe.plot_embedding_pca(stored, OUT / "pca.png", title="stored 
 # ## 5. The same call on many machines
 #
 # Nothing above is tied to one machine: `embed_to_zarr` accepts any `distributed.Client`
-# (or a scheduler address). Workers load the model once each, regions are independent, and
-# the store only needs to be a folder every worker can reach: a shared file system on an
-# HPC cluster, a volume mounted at the same path in every pod on Kubernetes. Kill the
-# driver, lose workers, get pre-empted: run the same cell again and it resumes.
+# (or a scheduler address). Workers load the model once each and regions are independent.
+# The store is any location every worker can reach: an object-store URL (`s3://`, `gs://`,
+# `az://`), so the workers share no disk at all, or a folder on a shared file system
+# mounted at the same path everywhere. Markers and the job fingerprint live in the store
+# itself, so kill the driver, lose workers, get pre-empted: run the same cell again and it
+# resumes, on S3 as on disk.
+#
+# Credentials come the usual way: the `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and
+# `AWS_ENDPOINT_URL` for an S3-compatible store such as MinIO or Ceph) variables or an
+# `~/.aws` profile, on the client *and* on every worker (SLURM jobs inherit the
+# submitting shell's environment; give pods the variables, e.g. from a Kubernetes
+# secret). `storage_options=` (s3fs's `endpoint_url`, `key`, `secret`, `profile`, ...)
+# sets them explicitly instead; it travels with every task, so prefer the environment
+# for secrets on a shared cluster.
 #
 # - **SLURM** with [dask-jobqueue](https://jobqueue.dask.org): `SLURMCluster` submits
 #   worker jobs; `gpu_resources=True` pins each region on a worker that declared a GPU.
@@ -299,8 +309,10 @@ if SCALE_OUT is not None:
         modifier=planetary_computer.sign_inplace, **area,
     )  # fmt: skip
     scene = xcsmoe.load_cube(s2_items, s1_items, provider="planetary-computer", crs="utm")
+    # keys from the AWS_* variables of client and workers; None endpoint: AWS itself
+    storage_options = {"endpoint_url": os.environ.get("AWS_ENDPOINT_URL")}
     xcsmoe.embed_to_zarr(
-        scene, "/shared/embeddings/upper-austria.zarr", client=big_client, patch=16,
+        scene, "s3://your-bucket/embeddings/upper-austria.zarr", client=big_client, patch=16,
         model="csmoe_p16", weights="path/or/url/of/csmoe_p16.safetensors",
-        device="cuda", gpu_resources=True,
+        device="cuda", gpu_resources=True, storage_options=storage_options,
     )  # fmt: skip

@@ -24,6 +24,7 @@ endpoints into :class:`~xcsmoe.errors.StorageError` messages that say what to fi
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -169,6 +170,26 @@ def store_location(
             expected(argument, "a named memory store", text, "e.g. memory://run.zarr")
         )
     return StoreLocation(url, dict(storage_options or {}))
+
+
+def local_folder(
+    store: str | os.PathLike[str],
+    *,
+    argument: str = "store",
+    what: str = "patch stores are local folders for now",
+) -> Path:
+    """``store`` as a local path (a ``file://`` URL mapped to its path); any other URL is
+    refused with a :class:`ConfigError` naming ``argument``: ``what`` says why."""
+    text = os.fspath(store)
+    if not isinstance(text, str) or "://" not in text:
+        return Path(store)
+    if urlsplit(text).scheme.lower() != "file":
+        raise ConfigError(
+            expected(argument, f"a local folder ({what})", text,
+                     "Give a local path or a file:// URL; URLs work for embed_to_zarr and "
+                     "encode_features stores.")
+        )  # fmt: skip
+    return Path(store_location(text).url)
 
 
 def inspect_location(location: StoreLocation, *, timeout: float | None = None) -> StoreListing:

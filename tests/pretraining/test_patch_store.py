@@ -229,6 +229,19 @@ def test_full_disk_then_read_only_store_keep_it_intact_and_resumable(
     assert sorted(p.name for p in folder.iterdir()) == ["s.zarr"]  # staging removed
 
 
+def test_a_complete_store_in_a_read_only_folder_is_returned_as_it_is(
+    pair_items, threaded_client, tmp_path, read_only
+):
+    settings = {"patch_size": PATCH, "client": threaded_client, "progress": False}
+    store = tmp_path / "done.zarr"
+    first = build_patch_store(pair_items, store, **settings)
+    before = _snapshot(store)
+    with read_only(store):
+        again = build_patch_store(pair_items, store, **settings)
+    assert again.patches == first.patches and again.regions_written == 0
+    assert _snapshot(store) == before
+
+
 # -------------------------------------------------------------------------------- resume
 
 
@@ -307,3 +320,33 @@ def test_selection_descriptors_reach_every_patch_and_match_building_from_the_ite
         assert [str(value) for value in ds[column].values] == expected, column
         assert column not in plain.variables
     assert len({str(value) for value in ds["stratum"].values}) > 1
+
+
+# ------------------------------------------------- patch stores are local folders for now
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/patches.zarr", "memory://patches.zarr"])
+def test_a_url_patch_store_is_refused_before_anything_is_written(
+    pair_items, tmp_path, monkeypatch, url
+):
+    from xcsmoe.pretraining.loader import open_patch_store
+
+    monkeypatch.chdir(tmp_path)  # Path("s3://b/x") would become the folder s3:/b/x here
+    with pytest.raises(ConfigError, match="store: expected a local folder") as caught:
+        build_patch_store(pair_items, url, patch_size=PATCH, n_workers=1, progress=False)
+    assert "patch stores are local folders for now" in str(caught.value)
+    assert url in str(caught.value)
+    with pytest.raises(ConfigError, match="patch stores are local folders for now"):
+        open_patch_store(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_url_patch_store_is_its_local_path(tmp_path):
+    from xcsmoe.pretraining.loader import open_patch_store
+    from xcsmoe.storage import local_folder
+
+    store = tmp_path / "patches.zarr"
+    assert local_folder(f"file://{store}") == store
+    with pytest.raises(InputError, match="a patch store folder") as caught:
+        open_patch_store(f"file://{store}")
+    assert str(store) in str(caught.value)

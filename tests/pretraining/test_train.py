@@ -243,3 +243,17 @@ def test_two_process_ddp_on_cpu_and_its_checkpoint_loads(tmp_path: Path, train_s
     full = xcsmoe.create_model("csmoe_tiny", pretraining=True)
     full.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
     torch.testing.assert_close(full.backbone.cls_token, encoder.cls_token)
+
+
+@pytest.mark.parametrize("field", ["store", "output"])
+def test_a_recipe_with_a_bucket_url_is_refused_before_any_work(tmp_path: Path, field) -> None:
+    recipe = {"store": str(tmp_path / "patches.zarr"), "output": str(tmp_path / "run")}
+    recipe[field] = "s3://bucket/prefix"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"variant: csmoe_tiny\nstore: {recipe['store']}\noutput: {recipe['output']}\n"
+        "max_steps: 2\nbatch_size: 2\nlr: 1e-3\n"
+    )
+    with pytest.raises(ConfigError, match=f"{field}: expected a local folder"):
+        load_recipe(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]

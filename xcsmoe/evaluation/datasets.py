@@ -32,6 +32,7 @@ import xarray as xr
 
 from xcsmoe.errors import ConfigError, InputError, MissingBandError, expected
 from xcsmoe.sensors import S1, S2
+from xcsmoe.storage import StoreLocation, inspect_location, store_location
 
 __all__ = [
     "SPLITS",
@@ -222,7 +223,7 @@ def multi_hot(label_sets: Sequence[Sequence[str]], classes: Sequence[str]) -> np
 
 
 def read_generic(
-    store: xr.Dataset | str | PathLike[str],
+    store: xr.Dataset | str | PathLike[str] | StoreLocation,
     labels: pd.DataFrame | str | PathLike[str],
     *,
     task: str,
@@ -231,6 +232,7 @@ def read_generic(
     id_column: str = "sample",
     label_column: str = "labels",
     dataset: str = "generic",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Any xarray/Zarr store of image samples plus a label table → a sample set.
 
@@ -238,8 +240,10 @@ def read_generic(
     ``(sample_dim, y, x)``, or a pretraining patch store's stacked ``s1``/``s2``
     variables on ``(patch, band_s1|band_s2, y, x)`` (S2 nodata 0 becomes NaN). The ids of
     ``sample_dim`` (its coordinate, else the position as a string) key the label table.
+    ``store`` may be a URL of a Zarr store (``s3://…``, with ``storage_options``; see
+    :mod:`xcsmoe.storage`); netCDF files are read from local paths.
     """
-    ds = store if isinstance(store, xr.Dataset) else _open_store(store)
+    ds = store if isinstance(store, xr.Dataset) else _open_store(store, storage_options)
     dim = sample_dim or next((d for d in ("sample", "patch") if d in ds.dims), None)
     if dim is None or dim not in ds.dims:
         raise InputError(
@@ -285,20 +289,40 @@ def read_generic(
 # ----------------------------------------------------------------------------- helpers
 
 
-def _open_store(path: str | PathLike[str]) -> xr.Dataset:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(expected("store", "an existing Zarr store or netCDF file", str(path)))
+def _open_store(
+    store: str | PathLike[str] | StoreLocation,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Open a local Zarr store or netCDF file, or a Zarr store at a URL, lazily."""
+    location = store_location(store, storage_options)
+    if location.is_local:
+        path = Path(location.url)
+        if not path.exists():
+            raise InputError(expected("store", "an existing Zarr store or netCDF file", str(path)))
+        zarr_store = path.is_dir()
+    else:
+        kind = inspect_location(location).kind  # bucket, credentials, endpoint checked
+        if kind not in ("zarr", "other"):
+            raise InputError(
+                expected(
+                    "store",
+                    "an existing Zarr store (netCDF files are read from local paths)",
+                    f"{'a file' if kind == 'file' else 'nothing'} at {location.url!r}",
+                )
+            )
+        zarr_store = True
     try:
-        if not path.is_dir():
-            return xr.open_dataset(path)
+        if not zarr_store:
+            return xr.open_dataset(location.url)
         with warnings.catch_warnings():  # stores without consolidated metadata are fine
             warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
-            return xr.open_zarr(path, chunks=None)
+            return xr.open_zarr(**location.zarr_args(), chunks=None)
     except Exception as error:
         raise InputError(
             expected(
-                "store", "an xarray-readable store", f"{path} ({type(error).__name__}: {error})"
+                "store",
+                "an xarray-readable store",
+                f"{location.path} ({type(error).__name__}: {error})",
             )
         ) from error
 

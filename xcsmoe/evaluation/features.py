@@ -16,15 +16,18 @@ A store (a resumable region store, :mod:`xcsmoe.regionstore`) holds
 ``"raw"`` [CLS], ``"normalised"`` (L2) [CLS], ``"mean"`` of patch tokens, ``"mean_all"``
 (patch tokens and [CLS]), or ``"pooled"`` (the model's own feature); ``"auto"`` is
 ``"pooled"`` for CSMAE and ``"raw"`` otherwise.
+
+``store`` is a local path or a URL (``s3://``, ``gs://``, ``az://``, ``file://``,
+``memory://``; :mod:`xcsmoe.storage`) with ``storage_options``: markers, fingerprint and
+completion flag live in the store, so resume and refusal work the same on object storage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 
 from xcsmoe.errors import ConfigError, InputError, expected
 from xcsmoe.evaluation.datasets import check_samples, model_inputs, sensors_of
+from xcsmoe.storage import StoreLocation, inspect_location, store_location
 
 __all__ = [
     "CLS_MODES",
@@ -52,7 +56,7 @@ FEATURE_FORMAT = 1
 
 def encode_features(
     samples: xr.Dataset,
-    store: str | PathLike[str],
+    store: str | PathLike[str] | StoreLocation,
     *,
     model: str,
     weights: str | PathLike[str] | None,
@@ -68,11 +72,18 @@ def encode_features(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Encode ``samples`` once into the feature store at ``store``; returns it opened.
 
     Args:
         samples: a sample set (:mod:`xcsmoe.evaluation.datasets`).
+        store: a local path or a URL (``s3://bucket/features.zarr``, see
+            :mod:`xcsmoe.storage`); a new location, an empty folder, or a store of this
+            same job (to resume).
+        storage_options: backend options for a URL ``store`` (e.g. s3fs's
+            ``endpoint_url``, ``key``, ``secret``); by default the backend reads its
+            environment variables (``AWS_*``) on the client and on every worker.
         model, weights, seed: the frozen encoder (``weights="random"`` for a seeded
             untrained one).
         sensors: ``"auto"`` (every sensor the set has complete), ``"s1"``, ``"s2"`` or both.
@@ -91,12 +102,27 @@ def encode_features(
             this process, batch after batch (the GPU path).
 
     An interrupted run resumes; a store written by another model, other weights or other
-    settings is refused (``overwrite=True`` replaces it).
+    settings is refused (``overwrite=True`` replaces it). Every argument is checked and
+    the store inspected (bucket, credentials, what is there) before a cluster starts or
+    a byte is written.
     """
     from xcsmoe.embedding.precision import resolve_dtype
     from xcsmoe.embedding.runtime import resolve_device, resolve_model, weights_digest
-    from xcsmoe.regionstore import StoreSpec, check_store, create_store, finish_store
+    from xcsmoe.regionstore import (
+        StoreSpec,
+        check_cluster_args,
+        check_store,
+        check_workers_reach,
+        create_store,
+        finish_store,
+    )
 
+    location = store_location(store, storage_options)
+    on_cluster = client is not None or n_workers is not None
+    workers = 2 if n_workers is None else n_workers
+    if on_cluster:
+        check_cluster_args(client, workers)
+        check_workers_reach(location, client)  # memory:// is not shared by processes
     samples = check_samples(samples)
     dtype = resolve_dtype(dtype, resolve_device(device))  # the precision every region uses
     if not isinstance(model, str):
@@ -136,8 +162,7 @@ def encode_features(
         if template[name].dims[0] == "sample"
     }
     store_spec = StoreSpec(template, encoding, ("region",), (regions,), fingerprint)
-    path = Path(store)
-    status = check_store(path, store_spec, overwrite=overwrite)
+    status = check_store(location, store_spec, overwrite=overwrite)
     if not status.complete:
         job = _Job(
             spec=spec,
@@ -150,52 +175,56 @@ def encode_features(
             dtype=dtype,
         )
         todo = status.todo
-        if client is None and n_workers is None:
+        if not on_cluster:
             create_store(status, store_spec)
             for (index,) in tqdm(
                 todo, desc="encoding features", unit="region", disable=not progress
             ):
                 part = slice(index * region_size, min(n, (index + 1) * region_size))
                 _write(
-                    path,
+                    location,
                     index,
                     part,
                     job.run(model_inputs(samples.isel(sample=part), config, chosen)),
                 )
         else:
             _run_on_cluster(
-                path,
+                location,
                 status,
                 store_spec,
                 samples,
                 job,
                 region_size,
                 client,
-                n_workers or 2,
+                workers,
                 progress,
             )
-        finish_store(path)
-    return open_features(path)
+        finish_store(location)
+    return open_features(location)
 
 
 def open_features(
-    store: str | PathLike[str] | xr.Dataset,
+    store: str | PathLike[str] | StoreLocation | xr.Dataset,
     *,
     model: str | None = None,
     weights: str | PathLike[str] | None = None,
     seed: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Open a feature store; with ``model``/``weights`` given, refuse one written by another
+    """Open a feature store (a local path, or a URL with ``storage_options``, see
+    :mod:`xcsmoe.storage`); with ``model``/``weights`` given, refuse one written by another
     model or other weights (:class:`InputError` naming both)."""
     if isinstance(store, xr.Dataset):
         ds = store
     else:
-        path = Path(store)
-        if not (path / "zarr.json").is_file():
+        location = store_location(store, storage_options)
+        if inspect_location(location).kind != "zarr":
             raise InputError(
-                expected("features", "a feature store written by encode_features", str(path))
+                expected(
+                    "features", "a feature store written by encode_features", str(location.path)
+                )
             )
-        ds = xr.open_zarr(path, chunks=None)
+        ds = xr.open_zarr(**location.zarr_args(), chunks=None)
     if ds.attrs.get("xcsmoe_features") != FEATURE_FORMAT:
         raise InputError(
             expected(
@@ -337,18 +366,18 @@ class _Job:
         return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def _write(path: Path, index: int, part: slice, values: dict[str, np.ndarray]) -> int:
+def _write(location: StoreLocation, index: int, part: slice, values: dict[str, np.ndarray]) -> int:
     from xcsmoe.regionstore import write_region
 
     selection = {
         name: ((part, *(slice(None),) * (array.ndim - 1)), array) for name, array in values.items()
     }
-    write_region(path, selection, (index,))
+    write_region(location, selection, (index,))
     return index
 
 
 def _run_on_cluster(
-    path: Path,
+    location: StoreLocation,
     status: Any,
     store_spec: Any,
     samples: xr.Dataset,
@@ -360,7 +389,7 @@ def _run_on_cluster(
 ) -> None:
     import dask
 
-    from xcsmoe.regionstore import connect, create_store, run_tasks
+    from xcsmoe.regionstore import check_workers_reach, connect, create_store, run_tasks
 
     n = samples.sizes["sample"]
 
@@ -368,9 +397,10 @@ def _run_on_cluster(
         part = slice(index * region_size, min(n, (index + 1) * region_size))
         inputs = model_inputs(samples.isel(sample=part), job.config, job.sensors)
         encoded = dask.delayed(job.run, pure=False)(inputs)
-        return dask.delayed(_write, pure=False)(str(path), index, part, encoded)
+        return dask.delayed(_write, pure=False)(location, index, part, encoded)
 
     with connect(client, n_workers=n_workers) as active:
+        check_workers_reach(location, active)
         create_store(status, store_spec)
         run_tasks(
             [task(i) for (i,) in status.todo], active, desc="encoding features", progress=progress

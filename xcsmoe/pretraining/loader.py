@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from xcsmoe.errors import ConfigError, InputError, MissingBandError, expected
 from xcsmoe.model.config import CSMoEConfig
 from xcsmoe.sensors import S1, S2, linear_to_db
+from xcsmoe.storage import local_folder
 
 LAYOUT_ATTR = "xcsmoe_patch_store"
 LAYOUT_VERSION = 1
@@ -61,8 +62,11 @@ __all__ = [
 
 
 def open_patch_store(path: str | PathLike[str]) -> xr.Dataset:
-    """Open a patch store lazily (xarray lazy indexing, no dask) and check its layout."""
-    path = Path(path)
+    """Open a patch store lazily (xarray lazy indexing, no dask) and check its layout.
+
+    ``path`` is a local folder (or a ``file://`` URL); patch stores are local folders for
+    now, other URLs are refused with a :class:`ConfigError`."""
+    path = local_folder(path)
     if not path.is_dir():
         raise InputError(
             expected(
@@ -123,6 +127,7 @@ def store_plan(
     path: str | PathLike[str], config: CSMoEConfig, *, split: str = "train"
 ) -> StorePlan:
     """Check that the store at ``path`` fits ``config`` and list the patches of ``split``."""
+    path = local_folder(path)
     if split not in SPLITS:
         raise ConfigError(expected("split", f"one of {sorted(SPLITS)}", split))
     ds = open_patch_store(path)
@@ -159,7 +164,7 @@ def store_plan(
     chunk = ds["s2"].encoding.get("chunks") or ds["s2"].encoding.get("preferred_chunks")
     chunk = int(chunk[0]) if isinstance(chunk, Sequence) else 1
     return StorePlan(
-        path=Path(path),
+        path=path,
         indices=indices,
         bands_s1=tuple(config.bands("s1")),
         bands_s2=tuple(config.bands("s2")),

@@ -69,6 +69,7 @@ from xcsmoe.regionstore import (
     run_tasks,
     write_region,
 )
+from xcsmoe.storage import local_folder
 
 __all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_tiles", "scan_block"]
 
@@ -118,6 +119,8 @@ def build_patch_store(
     """Cut ``source`` into valid patches and write them to the Zarr v3 store ``store``.
 
     Args:
+        store: a local folder (or a ``file://`` URL); patch stores are local folders for
+            now, other URLs are refused before any work.
         source: a sampling selection (GeoDataFrame with ``sample_id``; pass ``items``),
             STAC items (S2 and S1 mixed; paired automatically) or :class:`PatchTile`\\ s
             (e.g. from :func:`~xcsmoe.pretraining.readers.majortom_tiles`).
@@ -133,6 +136,7 @@ def build_patch_store(
 
     Returns a :class:`PatchStoreReport`. Reruns of the same job resume.
     """
+    store = local_folder(store)  # before any work: the scan staging folder is local
     settings = PatchSettings(
         patch_size=patch_size, require_pairs=require_pairs, val_fraction=val_fraction,
         seed=seed, chunk_patches=chunk_patches, region_chunks=region_chunks,
@@ -142,12 +146,11 @@ def build_patch_store(
     check_cluster_args(client, n_workers)
     tiles = resolve_tiles(source, items)
     check_tiles(tiles, settings)
-    store = Path(store)
-    _check_writable(store)
     fingerprint = {**settings.fingerprint(), "tiles": [t.identity() for t in tiles]}
     probe = StoreSpec(xr.Dataset(), {}, ("region",), (0,), fingerprint)
-    if _same_complete_job(store, probe):
+    if _same_complete_job(store, probe):  # read only: fine in a read-only folder
         return _report_existing(store, tiles, settings)
+    _check_writable(store)
     if not _same_job(store, probe):
         check_store(store, probe, overwrite=overwrite)  # raises for another job's store
     blocks = plan_blocks(tiles, settings)

@@ -101,10 +101,17 @@ class PretrainRecipe:
 
         if self.variant not in list_models():
             raise ConfigError(expected("variant", f"one of {list_models()}", self.variant))
-        for name in ("store", "output", "init_weights"):
+        from xcsmoe.storage import local_folder
+
+        local = {
+            "store": "patch stores are local folders for now",
+            "output": "checkpoints and logs are written to a local folder",
+            "init_weights": "a checkpoint file, an https URL or a registered name",
+        }
+        for name, why in local.items():
             value = getattr(self, name)
             if value is not None and not (name == "init_weights" and is_remote(value)):
-                object.__setattr__(self, name, Path(value))
+                object.__setattr__(self, name, local_folder(value, argument=name, what=why))
         if (self.max_steps is None) == (self.max_epochs is None):
             raise ConfigError(
                 expected(
@@ -215,7 +222,11 @@ def load_recipe(path: str | PathLike[str], **overrides: Any) -> PretrainRecipe:
     from xcsmoe.model.hub import is_remote
 
     for name in ("store", "output", "init_weights"):
-        if data.get(name) is not None and not is_remote(data[name]):
+        if (
+            data.get(name) is not None
+            and not is_remote(data[name])
+            and "://" not in str(data[name])
+        ):
             value = Path(data[name]).expanduser()
             data[name] = value if value.is_absolute() else (path.parent / value).resolve()
     return PretrainRecipe(**data)
