@@ -176,7 +176,7 @@ def local_folder(
     store: str | os.PathLike[str],
     *,
     argument: str = "store",
-    what: str = "patch stores are local folders for now",
+    what: str = "this takes local folders only",
 ) -> Path:
     """``store`` as a local path (a ``file://`` URL mapped to its path); any other URL is
     refused with a :class:`ConfigError` naming ``argument``: ``what`` says why."""
@@ -186,8 +186,8 @@ def local_folder(
     if urlsplit(text).scheme.lower() != "file":
         raise ConfigError(
             expected(argument, f"a local folder ({what})", text,
-                     "Give a local path or a file:// URL; URLs work for embed_to_zarr and "
-                     "encode_features stores.")
+                     "Give a local path or a file:// URL; URLs work for embed_to_zarr, "
+                     "encode_features and build_patch_store stores.")
         )  # fmt: skip
     return Path(store_location(text).url)
 

@@ -322,23 +322,40 @@ def test_selection_descriptors_reach_every_patch_and_match_building_from_the_ite
     assert len({str(value) for value in ds["stratum"].values}) > 1
 
 
-# ------------------------------------------------- patch stores are local folders for now
+# ------------------------------------------------------------- patch stores at URLs
+# (built, read, resumed and refused in a bucket: tests/storage/test_patch_store_s3.py)
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/patches.zarr", "memory://patches.zarr"])
-def test_a_url_patch_store_is_refused_before_anything_is_written(
-    pair_items, tmp_path, monkeypatch, url
+def test_an_unreachable_or_unshared_url_store_is_refused_before_anything_is_written(
+    pair_items, tmp_path, monkeypatch
 ):
+    import fsspec
+
+    from xcsmoe.errors import StorageError
     from xcsmoe.pretraining.loader import open_patch_store
+    from xcsmoe.stac.serve import free_port
 
     monkeypatch.chdir(tmp_path)  # Path("s3://b/x") would become the folder s3:/b/x here
-    with pytest.raises(ConfigError, match="store: expected a local folder") as caught:
-        build_patch_store(pair_items, url, patch_size=PATCH, n_workers=1, progress=False)
-    assert "patch stores are local folders for now" in str(caught.value)
+    silent = {"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "k", "secret": "s"}
+    url = "s3://bucket/patches.zarr"
+    with pytest.raises(StorageError, match="store: expected a reachable object store") as caught:
+        build_patch_store(
+            pair_items, url, patch_size=PATCH, n_workers=1, progress=False,
+            storage_options=silent,
+        )  # fmt: skip
     assert url in str(caught.value)
-    with pytest.raises(ConfigError, match="patch stores are local folders for now"):
-        open_patch_store(url)
+    with pytest.raises(StorageError, match="store: expected a reachable object store"):
+        open_patch_store(url, storage_options=silent)
+    # memory:// lives in one process: refused for a cluster of processes, before it starts
+    with pytest.raises(ConfigError, match="store: expected a location every worker can reach"):
+        build_patch_store(
+            pair_items, "memory://patches.zarr", patch_size=PATCH, n_workers=1, progress=False
+        )
+    with pytest.raises(InputError, match="store: expected a patch store"):
+        open_patch_store("memory://patches.zarr")
     assert list(tmp_path.iterdir()) == []
+    assert not fsspec.filesystem("memory").exists("/patches.zarr")
+    assert not fsspec.filesystem("memory").exists("/patches.zarr.scan")
 
 
 def test_a_file_url_patch_store_is_its_local_path(tmp_path):

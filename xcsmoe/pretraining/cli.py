@@ -15,7 +15,12 @@ def add_commands(subparsers: Any) -> None:
         "patches",
         help="cut S1/S2 tiles into valid patches in a Zarr v3 store (resumable, on Dask)",
     )
-    cmd.add_argument("store", help="output Zarr store (resumed if it holds the same job)")
+    cmd.add_argument(
+        "store",
+        help="output Zarr store, a folder or a URL such as s3://bucket/patches.zarr (endpoint "
+        "and credentials from the backend's environment, e.g. AWS_*; resumed if it holds "
+        "the same job)",
+    )
     source = cmd.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--items", nargs="+", metavar="PATH",

@@ -4,7 +4,11 @@ Metadata → plan → execution:
 
 * :func:`open_patch_store` opens a store lazily (no dask) and checks its layout;
   :func:`store_plan` checks that it holds the bands a model needs and picks the patches of
-  one split — both cheap, before any worker starts.
+  one split — both cheap, before any worker starts. A store is a local folder or a URL
+  (``s3://``, ``gs://``, ``az://``, ``file://``, ``memory://`` for ``workers=0``;
+  :mod:`xcsmoe.storage`) with ``storage_options=``, or a
+  :class:`~xcsmoe.storage.StoreLocation` that carries them (what
+  :class:`~xcsmoe.pretraining.module.PatchDataModule` passes on).
 * :class:`PatchSampler` (main process) owns every random choice: the order of an epoch
   (seeded by ``seed`` and the epoch) and each sample's flips. It shards the order over DDP
   ranks and can start mid-epoch, which is how resume neither replays nor skips samples.
@@ -23,8 +27,8 @@ pair (as CSMAE's training transforms).
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from xcsmoe.errors import ConfigError, InputError, MissingBandError, expected
 from xcsmoe.model.config import CSMoEConfig
 from xcsmoe.sensors import S1, S2, linear_to_db
-from xcsmoe.storage import local_folder
+from xcsmoe.storage import StoreLocation, inspect_location, local_folder, store_location
 
 LAYOUT_ATTR = "xcsmoe_patch_store"
 LAYOUT_VERSION = 1
@@ -61,23 +65,38 @@ __all__ = [
 # ----------------------------------------------------------------------------- metadata
 
 
-def open_patch_store(path: str | PathLike[str]) -> xr.Dataset:
+def open_patch_store(
+    path: str | PathLike[str] | StoreLocation,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
     """Open a patch store lazily (xarray lazy indexing, no dask) and check its layout.
 
-    ``path`` is a local folder (or a ``file://`` URL); patch stores are local folders for
-    now, other URLs are refused with a :class:`ConfigError`."""
-    path = local_folder(path)
-    if not path.is_dir():
-        raise InputError(
-            expected(
-                "store", "a patch store folder", str(path), "Build one with build_patch_store."
+    ``path`` is a local folder or a URL (``s3://bucket/patches.zarr``, ``file://``, ...;
+    :mod:`xcsmoe.storage`) with ``storage_options`` (e.g. s3fs's ``endpoint_url``,
+    ``key``, ``secret``; by default the backend's ``AWS_*`` environment variables). A
+    missing bucket, refused credentials or a silent endpoint raise
+    :class:`~xcsmoe.errors.StorageError`."""
+    location, shown = _location(path, storage_options)
+    if location.is_local:
+        if not Path(shown).is_dir():
+            raise InputError(
+                expected(
+                    "store", "a patch store folder", str(shown), "Build one with build_patch_store."
+                )
             )
+    elif inspect_location(location).kind in ("absent", "empty", "file"):
+        raise InputError(
+            expected("store", "a patch store", str(shown), "Build one with build_patch_store.")
         )
     try:
-        ds = xr.open_zarr(path, chunks=None)
+        if location.is_local:
+            ds = xr.open_zarr(shown, chunks=None)
+        else:
+            ds = xr.open_zarr(**location.zarr_args(), chunks=None)
     except Exception as error:
         raise InputError(
-            expected("store", "a Zarr patch store", f"{path} ({type(error).__name__}: {error})")
+            expected("store", "a Zarr patch store", f"{shown} ({type(error).__name__}: {error})")
         ) from error
     version = ds.attrs.get(LAYOUT_ATTR)
     if version != LAYOUT_VERSION:
@@ -94,7 +113,7 @@ def open_patch_store(path: str | PathLike[str]) -> xr.Dataset:
             expected(
                 "store",
                 "a complete patch store",
-                f"{path} (unfinished)",
+                f"{shown} (unfinished)",
                 "Finish the build (rerun it to resume) before training.",
             )
         )
@@ -106,31 +125,59 @@ def open_patch_store(path: str | PathLike[str]) -> xr.Dataset:
     return ds
 
 
+def _location(
+    path: str | PathLike[str] | StoreLocation, storage_options: Mapping[str, Any] | None
+) -> tuple[StoreLocation, Path | str]:
+    """The store's location, and how it is shown: the path as given for a local folder
+    (a ``file://`` URL as its path), the URL otherwise."""
+    if isinstance(path, PathLike) and not isinstance(path, Path):
+        path = Path(path)
+    location = store_location(path, storage_options)
+    if not location.is_local:
+        return location, location.url
+    return location, local_folder(path if not isinstance(path, StoreLocation) else path.url)
+
+
 @dataclass(frozen=True)
 class StorePlan:
-    """What a loader reads: the store, the patches of one split, channel order, sizes."""
+    """What a loader reads: the store, the patches of one split, channel order, sizes.
 
-    path: Path
+    ``path`` is a :class:`~pathlib.Path` for a local store, the URL otherwise;
+    ``storage_options`` go with the URL (left out of the repr: they may hold
+    credentials)."""
+
+    path: Path | str
     indices: tuple[int, ...]
     bands_s1: tuple[str, ...]
     bands_s2: tuple[str, ...]
     patch_size: int
     img_size: int
     chunk: int
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_samples(self) -> int:
         return len(self.indices)
 
+    @property
+    def location(self) -> StoreLocation:
+        return store_location(self.path, self.storage_options or None)
+
 
 def store_plan(
-    path: str | PathLike[str], config: CSMoEConfig, *, split: str = "train"
+    path: str | PathLike[str] | StoreLocation,
+    config: CSMoEConfig,
+    *,
+    split: str = "train",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StorePlan:
-    """Check that the store at ``path`` fits ``config`` and list the patches of ``split``."""
-    path = local_folder(path)
+    """Check that the store at ``path`` (a folder, a URL with ``storage_options``, or a
+    :class:`~xcsmoe.storage.StoreLocation`) fits ``config`` and list the patches of
+    ``split``."""
+    location, path = _location(path, storage_options)
     if split not in SPLITS:
         raise ConfigError(expected("split", f"one of {sorted(SPLITS)}", split))
-    ds = open_patch_store(path)
+    ds = open_patch_store(path, storage_options=_options(location))
     for sensor in IMAGE_VARS:
         held = [str(b) for b in ds[f"band_{sensor}"].values]
         wanted = config.bands(sensor)
@@ -171,7 +218,13 @@ def store_plan(
         patch_size=int(h),
         img_size=config.img_size,
         chunk=chunk,
+        storage_options=dict(_options(location) or {}),
     )
+
+
+def _options(location: StoreLocation) -> Mapping[str, Any] | None:
+    """``storage_options`` to pass on with the shown path (none for a local folder)."""
+    return None if location.is_local else dict(location.storage_options)
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -269,7 +322,8 @@ class PatchDataset(Dataset):
         from xbatcher.loaders.torch import MapDataset
 
         plan = self.plan
-        ds = open_patch_store(plan.path).isel(patch=list(plan.indices))
+        ds = open_patch_store(plan.path, storage_options=plan.storage_options or None)
+        ds = ds.isel(patch=list(plan.indices))
         ds = ds.sel(band_s1=list(plan.bands_s1), band_s2=list(plan.bands_s2))
         # per-patch values are small: read them once, so a sample reads only s1 and s2
         meta = ds[["has_s1", "has_s2", "s2_offset"]].load()
@@ -384,11 +438,22 @@ def patch_loader(
     prefetch_factor: int = 4,
 ) -> PatchLoader:
     """A :class:`PatchLoader` for ``plan``; ``workers > 0`` start with the *spawn* context
-    (forked workers can deadlock in zarr v3) and stay alive across epochs."""
+    (forked workers can deadlock in zarr v3) and stay alive across epochs; each opens a
+    store at a URL itself (with the plan's ``storage_options``)."""
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(expected("batch_size", "a positive int", batch_size))
     if not isinstance(workers, int) or workers < 0:
         raise ConfigError(expected("workers", "an int >= 0", workers))
+    if workers and str(plan.path).startswith("memory://"):
+        raise ConfigError(
+            expected(
+                "workers",
+                "0 for a memory:// store",
+                workers,
+                "memory:// lives in one process: use workers=0, or a path or an s3://, "
+                "gs://, az:// URL.",
+            )
+        )
     per_rank = -(-plan.num_samples // world_size)
     if drop_last and per_rank < batch_size:
         raise InputError(

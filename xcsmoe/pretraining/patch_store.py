@@ -8,21 +8,29 @@ valid patches. Both are met with one read of every pixel, in two passes:
    patches in the store's dtypes (``source.read_patches``: GeoTIFF bands copied once, no
    float copy of S2), keep the patches whose every pixel is valid (both sensors, or
    either one when ``require_pairs=False``), and stage the kept patches, raw and
-   uncompressed, in a hidden sibling folder ``.<store>.scan/`` with a small JSON result
-   written last (atomically). A rerun skips blocks whose result exists; the folder
-   carries the job fingerprint.
+   uncompressed, beside the store with a small JSON result written last (the commit
+   marker: ``os.replace`` on disk, one atomic PUT on object stores). A rerun skips blocks
+   whose result exists; the staging carries the job fingerprint. A local store stages in
+   the hidden sibling folder ``.<store>.scan/``; a store at a URL in the sibling prefix
+   ``<store>.scan/<fingerprint hash>/`` of the same bucket, so workers that share no disk
+   with the client (or each other) stage and read back through the store's filesystem.
 2. **Plan** (pure, :func:`~xcsmoe.pretraining.patch_plan.plan_layout`): kept patches in
    (tile, row, column) order; per-patch metadata (ids, times, centre, transform, split)
    is written with the store skeleton; pixels are cut into regions of whole chunks.
 3. **Write** (one task per region, :mod:`xcsmoe.regionstore`): copy the staged patches of
    a region into the ``s2``/``s1`` chunks, then set its marker. A rerun writes only the
-   regions without a marker and ends byte-identical. The staging folder is removed once
-   the store is complete.
+   regions without a marker and ends byte-identical. The staging is removed once the
+   store is complete.
 
 Where the time goes (8 real Major TOM tiles, 2 workers): reading the GeoTIFFs, then zstd
 and Zarr's chunk handling; staging costs a copy to the page cache. A full disk or a
-read-only folder met on the way is reported as an :class:`InputError`; everything written
-so far stays and the same call resumes.
+read-only folder met on the way (local stores) is reported as an :class:`InputError`;
+everything written so far stays and the same call resumes.
+
+``store`` is a local path or a URL (``s3://``, ``gs://``, ``az://``, ``file://``,
+``memory://`` for in-process workers; :mod:`xcsmoe.storage`) with ``storage_options``:
+markers, fingerprint and completion flag live in the store, so resume and refusal work
+the same on object storage.
 
 Layout (the contract with the loader): :mod:`xcsmoe.pretraining.patch_meta`; one record
 per patch along ``patch``, ``s2`` uint16 DN and ``s1`` float32 linear power, 8 patches per
@@ -32,11 +40,9 @@ zstd-compressed chunk by default.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +62,17 @@ from xcsmoe.pretraining.patch_plan import (
     plan_blocks,
     plan_layout,
 )
+from xcsmoe.pretraining.staging import (
+    Staging,
+    commit_result,
+    load_staged,
+    open_staging,
+    read_results,
+    remove_staging,
+    result_name,
+    stage_array,
+    staged_names,
+)
 from xcsmoe.pretraining.tiles import PatchTile, tiles_from_items, tiles_from_selection
 from xcsmoe.regionstore import (
     COMPLETE_ATTR,
@@ -63,13 +80,20 @@ from xcsmoe.regionstore import (
     StoreSpec,
     check_cluster_args,
     check_store,
+    check_workers_reach,
     connect,
     create_store,
     finish_store,
     run_tasks,
     write_region,
 )
-from xcsmoe.storage import local_folder
+from xcsmoe.storage import (
+    StoreLocation,
+    inspect_location,
+    local_folder,
+    read_root_metadata,
+    store_location,
+)
 
 __all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_tiles", "scan_block"]
 
@@ -100,7 +124,7 @@ class PatchStoreReport:
 
 def build_patch_store(
     source: Any,
-    store: str | os.PathLike[str],
+    store: str | os.PathLike[str] | StoreLocation,
     *,
     items: Sequence[Any] | None = None,
     patch_size: int = 120,
@@ -115,12 +139,18 @@ def build_patch_store(
     chunk_patches: int = 8,
     region_chunks: int = 4,
     block_patches: int = 8,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> PatchStoreReport:
     """Cut ``source`` into valid patches and write them to the Zarr v3 store ``store``.
 
     Args:
-        store: a local folder (or a ``file://`` URL); patch stores are local folders for
-            now, other URLs are refused before any work.
+        store: a local folder or a URL (``s3://bucket/patches.zarr``, ``gs://``,
+            ``az://``, ``file://``, or ``memory://`` for in-process workers; see
+            :mod:`xcsmoe.storage`). Scans are staged beside it: in ``.<store>.scan/``
+            for a folder, in ``<store>.scan/`` of the same bucket for a URL.
+        storage_options: backend options for a URL ``store`` (e.g. s3fs's
+            ``endpoint_url``, ``key``, ``secret``); by default the backend reads its
+            environment variables (``AWS_*``) on the client and on every worker.
         source: a sampling selection (GeoDataFrame with ``sample_id``; pass ``items``),
             STAC items (S2 and S1 mixed; paired automatically) or :class:`PatchTile`\\ s
             (e.g. from :func:`~xcsmoe.pretraining.readers.majortom_tiles`).
@@ -134,9 +164,16 @@ def build_patch_store(
         chunk_patches, region_chunks, block_patches: patches per Zarr chunk, chunks per
             write task, patch rows/columns per scan task.
 
-    Returns a :class:`PatchStoreReport`. Reruns of the same job resume.
+    Returns a :class:`PatchStoreReport`. Reruns of the same job resume. Every argument is
+    checked and the store inspected (bucket, credentials, what is there) before a cluster
+    starts or a byte is written.
     """
-    store = local_folder(store)  # before any work: the scan staging folder is local
+    if isinstance(store, os.PathLike) and not isinstance(store, Path):
+        store = Path(store)
+    location = store_location(store, storage_options)
+    local = None  # the local folder as given (shown in the report), None for a URL
+    if location.is_local:
+        local = local_folder(store.url if isinstance(store, StoreLocation) else store)
     settings = PatchSettings(
         patch_size=patch_size, require_pairs=require_pairs, val_fraction=val_fraction,
         seed=seed, chunk_patches=chunk_patches, region_chunks=region_chunks,
@@ -144,29 +181,35 @@ def build_patch_store(
     )  # fmt: skip
     check_patch_size(settings.patch_size, model)
     check_cluster_args(client, n_workers)
+    check_workers_reach(location, client)  # memory:// is not shared by processes
     tiles = resolve_tiles(source, items)
     check_tiles(tiles, settings)
     fingerprint = {**settings.fingerprint(), "tiles": [t.identity() for t in tiles]}
     probe = StoreSpec(xr.Dataset(), {}, ("region",), (0,), fingerprint)
-    if _same_complete_job(store, probe):  # read only: fine in a read-only folder
-        return _report_existing(store, tiles, settings)
-    _check_writable(store)
-    if not _same_job(store, probe):
-        check_store(store, probe, overwrite=overwrite)  # raises for another job's store
+    attrs = _existing_attrs(location)  # read only: fine in a read-only folder
+    same_job = attrs.get(JOB_ATTR) == probe.fingerprint_json
+    if same_job and attrs.get(COMPLETE_ATTR) is True:
+        return _report_existing(location, str(local or location.url), tiles)
+    if local is not None:
+        _check_writable(local)
+    if not same_job:
+        check_store(location, probe, overwrite=overwrite)  # raises for another job's store
     blocks = plan_blocks(tiles, settings)
     with (
-        _write_errors_reported(store),
+        _write_errors_reported(local) if local is not None else nullcontext(),
         dask.config.set(WORKER_CONFIG),
         connect(client, n_workers=n_workers) as active,
     ):
-        scan_dir = _scan_dir(store, probe.fingerprint_json)
-        todo = [b for b in blocks if not (scan_dir / _result_name(b.index)).is_file()]
+        check_workers_reach(location, active)
+        scan_dir = open_staging(location, local, probe.fingerprint_json)
+        staged = staged_names(scan_dir)  # one listing, not one look-up per block
+        todo = [b for b in blocks if result_name(b.index) not in staged]
         scan = dask.delayed(scan_block, pure=True)
         run_tasks(
-            [scan(tiles[b.tile], b, settings=settings, scan_dir=str(scan_dir)) for b in todo],
+            [scan(tiles[b.tile], b, settings=settings, scan_dir=scan_dir) for b in todo],
             active, desc="scanning tiles", progress=progress,
         )  # fmt: skip
-        scans = [_read_result(scan_dir, b.index) for b in blocks]
+        scans = read_results(scan_dir, [b.index for b in blocks])
         layout = plan_layout(blocks, scans, settings)
         counts = discard_counts(tiles, blocks, scans, settings)
         if layout.size == 0:
@@ -181,20 +224,21 @@ def build_patch_store(
             (layout.regions,),
             fingerprint,
         )
-        status = check_store(store, spec, overwrite=overwrite)
+        status = check_store(location, spec, overwrite=overwrite)
         if not status.complete:
             status = create_store(status, spec)
             write = dask.delayed(write_patch_region, pure=True)
+            target = str(local) if local is not None else location
             tasks = [
-                write(str(store), str(scan_dir), index[0], _region_sources(layout, index[0]))
+                write(target, scan_dir, index[0], _region_sources(layout, index[0]))
                 for index in status.todo
             ]
             run_tasks(tasks, active, desc="writing patches", progress=progress)
-        complete = finish_store(store)
+        complete = finish_store(location)
     if complete:
-        shutil.rmtree(scan_dir, ignore_errors=True)
+        remove_staging(scan_dir)
     return PatchStoreReport(
-        str(store), layout.size, len(tiles), len(todo), layout.regions,
+        str(local or location.url), layout.size, len(tiles), len(todo), layout.regions,
         len(status.todo) if not status.complete else 0, **counts,
     )  # fmt: skip
 
@@ -233,12 +277,14 @@ def resolve_tiles(source: Any, items: Sequence[Any] | None = None) -> list[Patch
 
 
 def scan_block(
-    tile: PatchTile, block: Block, *, settings: PatchSettings, scan_dir: str
+    tile: PatchTile, block: Block, *, settings: PatchSettings, scan_dir: Staging
 ) -> dict[str, Any]:
     """Worker side: read one block, keep its valid patches, stage them; returns the result.
 
     Staged: ``block-<i>-s2.npy`` ``(k, 10, P, P)`` uint16 (0 where a patch has no S2) and
-    ``block-<i>-s1.npy`` ``(k, 2, P, P)`` float32 (NaN where none), then the JSON result.
+    ``block-<i>-s1.npy`` ``(k, 2, P, P)`` float32 (NaN where none), then the JSON result
+    (last: its presence commits the block). ``scan_dir`` is a local folder or, for a store
+    at a URL, the :class:`~xcsmoe.storage.StoreLocation` of the staging prefix.
     """
     ys, xs = block.pixel_window(settings.patch_size)
     cut = tile.source.read_patches(
@@ -249,8 +295,7 @@ def scan_block(
     keep = valid_s2 & valid_s1 if settings.require_pairs else valid_s2 | valid_s1
     kept = np.flatnonzero(keep)
     has_s2, has_s1 = valid_s2[kept], valid_s1[kept]
-    folder = Path(scan_dir)
-    name = _result_name(block.index)
+    name = result_name(block.index)
     for sensor, values, present, fill in (
         ("s2", cut.s2, has_s2, 0),
         ("s1", cut.s1, has_s1, np.nan),
@@ -260,50 +305,15 @@ def scan_block(
         staged = values if kept.size == len(values) else values[kept]  # no copy: all kept
         if not present.all():
             staged[~present] = fill
-        _save_atomic(folder / name.replace(".json", f"-{sensor}.npy"), staged)
+        stage_array(scan_dir, name.replace(".json", f"-{sensor}.npy"), staged)
     result = {
         "kept": kept.tolist(),
         "has_s2": has_s2.tolist(),
         "has_s1": has_s1.tolist(),
         "invalid": int(block.patches - kept.size),
     }
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, folder / name)
+    commit_result(scan_dir, name, result)
     return result
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
-def _result_name(index: int) -> str:
-    return f"block-{index:07d}.json"
-
-
-def _read_result(scan_dir: Path, index: int) -> dict[str, Any]:
-    return json.loads((scan_dir / _result_name(index)).read_text())
-
-
-def _scan_dir(store: Path, fingerprint_json: str) -> Path:
-    """The hidden staging folder beside ``store``, emptied when it holds another job."""
-    folder = store.parent / f".{store.name}.scan"
-    job = folder / "job.json"
-    if folder.exists() and (not job.is_file() or job.read_text() != fingerprint_json):
-        if not job.is_file() and any(folder.iterdir()):
-            raise InputError(
-                expected("store", "a path whose staging folder xcsmoe can use",
-                         f"{str(folder)!r} holding files xcsmoe did not write",
-                         "Remove that folder or choose another store path.")
-            )  # fmt: skip
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not job.is_file():
-        job.write_text(fingerprint_json)
-    return folder
 
 
 # -------------------------------------------------------------------------- write pass
@@ -316,7 +326,10 @@ def _region_sources(layout: PatchLayout, index: int) -> tuple[int, np.ndarray, n
 
 
 def write_patch_region(
-    store: str, scan_dir: str, index: int, sources: tuple[int, np.ndarray, np.ndarray]
+    store: str | StoreLocation,
+    scan_dir: Staging,
+    index: int,
+    sources: tuple[int, np.ndarray, np.ndarray],
 ) -> tuple[int, ...]:
     """Worker side: gather a region's staged patches and write them, then its marker.
 
@@ -326,16 +339,14 @@ def write_patch_region(
     ``require_pairs=False`` stores can have such a chunk of fill values; it reads the same).
     """
     start, blocks, slots = sources
-    folder = Path(scan_dir)
     gathered: dict[str, np.ndarray] = {}
     for block in np.unique(blocks):
         where = np.flatnonzero(blocks == block)
-        name = _result_name(int(block))
+        name = result_name(int(block))
         for sensor, fill in (("s2", 0), ("s1", np.nan)):
-            path = folder / name.replace(".json", f"-{sensor}.npy")
-            if not path.is_file():
+            staged = load_staged(scan_dir, name.replace(".json", f"-{sensor}.npy"))
+            if staged is None:
                 continue
-            staged = np.load(path, mmap_mode="r")
             if sensor not in gathered:
                 gathered[sensor] = np.full((blocks.size, *staged.shape[1:]), fill, staged.dtype)
             gathered[sensor][where] = staged[slots[where]]
@@ -388,35 +399,31 @@ def _write_errors_reported(store: Path) -> Iterator[None]:
         ) from error  # fmt: skip
 
 
-def _same_job(store: Path, probe: StoreSpec) -> bool:
-    if not (store / "zarr.json").is_file():
-        return False
-    import zarr
+def _existing_attrs(location: StoreLocation) -> dict[str, Any]:
+    """The root attributes of a Zarr store at ``location`` (one read), ``{}`` if none.
 
-    try:
-        return zarr.open_group(str(store), mode="r").attrs.get(JOB_ATTR) == probe.fingerprint_json
-    except Exception:
-        return False
-
-
-def _same_complete_job(store: Path, probe: StoreSpec) -> bool:
-    if not _same_job(store, probe):
-        return False
-    import zarr
-
-    return zarr.open_group(str(store), mode="r").attrs.get(COMPLETE_ATTR) is True
+    A URL is inspected first, within seconds: a missing bucket, refused credentials or a
+    silent endpoint raise :class:`~xcsmoe.errors.StorageError` before any work."""
+    if location.is_local:
+        if not (Path(location.url) / "zarr.json").is_file():
+            return {}
+    elif inspect_location(location).kind != "zarr":
+        return {}
+    root = read_root_metadata(location)
+    attrs = root.get("attributes") if root else None
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def _report_existing(
-    store: Path, tiles: Sequence[PatchTile], settings: PatchSettings
+    location: StoreLocation, shown: str, tiles: Sequence[PatchTile]
 ) -> PatchStoreReport:
     import zarr
 
-    group = zarr.open_group(str(store), mode="r")
+    group = zarr.open_group(**location.zarr_args(), mode="r")
     attrs = dict(group.attrs)
     regions = int(group["region_done"].shape[0])
     return PatchStoreReport(
-        str(store), int(group["s2"].shape[0]), len(tiles), 0, regions, 0,
+        shown, int(group["s2"].shape[0]), len(tiles), 0, regions, 0,
         int(attrs["discarded_partial"]), int(attrs["discarded_invalid"]),
         int(attrs["discarded_unpaired"]),
     )  # fmt: skip

@@ -45,7 +45,11 @@ class PretrainRecipe:
 
     Attributes:
         variant: model name (``xcsmoe.list_models()``).
-        store: patch store (built with ``xcsmoe patches``).
+        store: patch store folder (built with ``xcsmoe patches``). Recipes stay local:
+            a recipe is saved with its run, so it carries no ``storage_options``
+            (credentials). To train from a store at a URL, pass
+            ``StoreLocation(url, storage_options)`` to
+            :class:`~xcsmoe.pretraining.module.PatchDataModule` (or ``store_plan``).
         output: run folder (checkpoints, logs, loss curve, encoder checkpoint).
         max_steps / max_epochs: length of the run; give exactly one.
         batch_size: samples per step and device.
@@ -104,7 +108,7 @@ class PretrainRecipe:
         from xcsmoe.storage import local_folder
 
         local = {
-            "store": "patch stores are local folders for now",
+            "store": "recipes read a local patch store; PatchDataModule takes URLs",
             "output": "checkpoints and logs are written to a local folder",
             "init_weights": "a checkpoint file, an https URL or a registered name",
         }
