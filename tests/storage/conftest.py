@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -216,3 +218,63 @@ def https_catalog(bucket_catalog) -> BucketCatalog:
     c = bucket_catalog
     remote = _upload_catalog(c.local, c.server, c.bucket, f"{c.server.endpoint}/{c.bucket}")
     return BucketCatalog(c.local, remote, c.bucket, c.server)
+
+
+# ------------------------------------------------------------ a cluster sharing no disk
+
+
+def _wait_for_workers(client: Any, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(client.scheduler_info()["workers"]) < n:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{n} workers did not join within {timeout} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def isolated_cluster(tmp_path):
+    """``(client, worker processes, worker folders)``: a scheduler and two ``dask worker``
+    processes, each in its own empty working directory with its own scratch folder and
+    ``XCSMOE_CACHE``, so nothing can depend on a path shared with the client."""
+    from distributed import Client
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XCSMOE_"))}
+    spawn = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        cwd=tmp_path, env=env, **spawn,
+    )  # fmt: skip
+    folders, workers = [], []
+    for n in range(2):
+        folder = tmp_path / f"worker-{n}"
+        folder.mkdir()
+        folders.append(folder)
+        workers.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    f"tcp://127.0.0.1:{port}",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--local-directory",
+                    str(folder / "dask"),
+                    "--no-dashboard",
+                ],
+                cwd=folder,
+                env={**env, "XCSMOE_CACHE": str(folder / "cache")},
+                **spawn,
+            )
+        )
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            _wait_for_workers(client, 2)
+            yield client, workers, folders
+    finally:
+        for process in [*workers, scheduler]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -7,76 +7,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client
 
 from xcsmoe.embedding.batch import MARKER, embed_to_zarr
 from xcsmoe.stac.load import load_cube
-from xcsmoe.stac.serve import free_port
 
 pytestmark = pytest.mark.slow
 JOB = {"model": "csmoe_tiny", "weights": "random", "window": 64, "progress": False}
-
-
-def _wait_for_workers(client: Client, n: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while len(client.scheduler_info()["workers"]) < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{n} workers did not join within {timeout} s")
-        time.sleep(0.2)
-
-
-@pytest.fixture
-def isolated_cluster(tmp_path):
-    """``(client, worker processes, worker folders)``; every worker has its own folder."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XCSMOE_"))}
-    spawn = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    dask = str(Path(sys.executable).with_name("dask"))
-    scheduler = subprocess.Popen(
-        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        cwd=tmp_path, env=env, **spawn,
-    )  # fmt: skip
-    folders, workers = [], []
-    for n in range(2):
-        folder = tmp_path / f"worker-{n}"
-        folder.mkdir()
-        folders.append(folder)
-        workers.append(
-            subprocess.Popen(
-                [
-                    dask,
-                    "worker",
-                    f"tcp://127.0.0.1:{port}",
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--local-directory",
-                    str(folder / "dask"),
-                    "--no-dashboard",
-                ],
-                cwd=folder,
-                env={**env, "XCSMOE_CACHE": str(folder / "cache")},
-                **spawn,
-            )
-        )
-    try:
-        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
-            _wait_for_workers(client, 2)
-            yield client, workers, folders
-    finally:
-        for process in [*workers, scheduler]:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_worker_loss_on_a_cluster_sharing_no_disk_gives_identical_output(

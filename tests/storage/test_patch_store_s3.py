@@ -7,11 +7,6 @@ once the store is complete."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +18,6 @@ from xcsmoe.errors import ConfigError, InputError, StorageError
 from xcsmoe.model.registry import model_config
 from xcsmoe.pretraining.loader import open_patch_store, patch_loader, store_plan
 from xcsmoe.pretraining.patch_store import build_patch_store
-from xcsmoe.stac.serve import free_port
 from xcsmoe.storage import StoreLocation
 
 PATCH = 60
@@ -208,64 +202,10 @@ def test_a_missing_bucket_or_a_prefix_without_a_store_is_refused(
 # ------------------------------------------------------------ a cluster sharing no disk
 
 
-@pytest.fixture
-def isolated_cluster(tmp_path):
-    """``(client, worker folders)``: a scheduler and two ``dask worker``
-    processes, each in its own empty working directory with its own scratch folder."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XCSMOE_"))}
-    spawn = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    dask = str(Path(sys.executable).with_name("dask"))
-    processes = [
-        subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            cwd=tmp_path,
-            env=env,
-            **spawn,
-        )
-    ]
-    folders = []
-    for n in range(2):
-        folder = tmp_path / f"worker-{n}"
-        folder.mkdir()
-        folders.append(folder)
-        processes.append(
-            subprocess.Popen(
-                [
-                    dask,
-                    "worker",
-                    f"tcp://127.0.0.1:{port}",
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--local-directory",
-                    str(folder / "dask"),
-                    "--no-dashboard",
-                ],
-                cwd=folder,
-                env={**env, "XCSMOE_CACHE": str(folder / "cache")},
-                **spawn,
-            )
-        )
-    try:
-        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while len(client.scheduler_info()["workers"]) < 2:
-                if time.monotonic() > deadline:
-                    pytest.fail("2 workers did not join within 60 s")
-                time.sleep(0.1)
-            yield client, folders
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def test_workers_sharing_no_disk_stage_and_write_through_the_bucket(
     isolated_cluster, https_catalog, local, moto_server
 ):
-    client, folders = isolated_cluster
+    client, _, folders = isolated_cluster
     before = {f: sorted(p.name for p in f.iterdir()) for f in folders}
     bucket = moto_server.new_bucket()
     url, options = f"s3://{bucket}/patches.zarr", moto_server.options()

@@ -219,27 +219,28 @@ def cached_model(
     """
     low = AUTOCAST_DTYPES[dtype]  # None for float32
     key: tuple[Any, ...] = (spec, str(device), low)
-    model = _MODELS.get(key)
-    if model is None:
-        with _LOCK:
-            model = _MODELS.get(key)
-            if model is None:
-                model = build_model(spec)
-                if low is not None:
-                    cast_matmul_weights(model, low)
-                model = model.to(device)
-                _MODELS[key] = model
+
+    def build() -> torch.nn.Module:
+        model = build_model(spec)
+        if low is not None:
+            cast_matmul_weights(model, low)
+        return model.to(device)
+
+    model = _cached(key, build)
     if not compile:
         return model
-    compiled_key = (*key, dtype, True)
-    compiled = _MODELS.get(compiled_key)
-    if compiled is None:
+    return _cached((*key, dtype, True), lambda: CompiledEncoder(model))
+
+
+def _cached(key: tuple[Any, ...], build: Any) -> Any:
+    """``_MODELS[key]``, built once per process even when threads ask together."""
+    value = _MODELS.get(key)
+    if value is None:
         with _LOCK:
-            compiled = _MODELS.get(compiled_key)
-            if compiled is None:
-                compiled = CompiledEncoder(model)
-                _MODELS[compiled_key] = compiled
-    return compiled
+            value = _MODELS.get(key)
+            if value is None:
+                value = _MODELS[key] = build()
+    return value
 
 
 def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
