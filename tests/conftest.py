@@ -9,6 +9,11 @@
   are index-aligned pairs (``s1[i]`` covers ``s2[i]`` exactly).
 * ``stac_api_url`` — a real STAC API (``rustac serve``) on 127.0.0.1 serving the sample
   catalog; started once per session, stopped at the end.
+* ``client`` — a Dask ``LocalCluster`` of two single-threaded worker processes (the
+  layout xcsmoe starts by default), one per test module; a module overrides it for
+  another layout.
+* ``threaded_client`` — one in-process worker with two threads (quick to start), one
+  per test module.
 
 Loading one pair into a cube::
 
@@ -73,3 +78,31 @@ def stac_api_url(sample_catalog: pystac.Catalog) -> Iterator[str]:
         pytest.skip(str(error))
     with serve_stac(sample_catalog) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes, as ``regionstore.connect`` starts them."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def threaded_client():
+    """A one-worker, two-thread in-process Dask cluster (quick to start) for store jobs."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -15,24 +15,12 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from distributed import Client, LocalCluster
 
 from xcsmoe.embedding.batch import MARKER, embed_to_zarr
 from xcsmoe.errors import ConfigError
 
 TINY = "csmoe_tiny"
 JOB = {"model": TINY, "weights": "random", "window": 64, "normalise": False, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")

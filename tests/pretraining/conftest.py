@@ -155,20 +155,6 @@ def train_one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def threaded_client():
-    """A one-worker, two-thread in-process Dask cluster (quick to start) for store jobs."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 def read_only():
     """``with read_only(folder):`` nothing can be created, changed or removed in ``folder``.

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client, LocalCluster
 
 from xcsmoe.embedding.batch import MARKER, embed_to_zarr
 
@@ -26,17 +25,6 @@ JOB = {
     "progress": False,
 }
 REGIONS = 16  # 2 times x 2 x 4 windows of 64 px
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -39,34 +39,22 @@ def _objects(server, bucket: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def client():
-    """An in-process cluster: quick to start; its workers reach the bucket over HTTP."""
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-@pytest.fixture(scope="module")
-def local(https_catalog, client, tmp_path_factory) -> Path:
+def local(https_catalog, threaded_client, tmp_path_factory) -> Path:
     """The store built on disk from the sample's local GeoTIFFs."""
     store = tmp_path_factory.mktemp("patch_store_s3") / "local.zarr"
-    build_patch_store(_items(https_catalog, "local"), store, client=client, **JOB)
+    build_patch_store(_items(https_catalog, "local"), store, client=threaded_client, **JOB)
     return store
 
 
 @pytest.fixture(scope="module")
-def remote(https_catalog, client) -> tuple[str, dict]:
+def remote(https_catalog, threaded_client) -> tuple[str, dict]:
     """``(url, storage_options)`` of the store built in a new bucket, reading the
     GeoTIFFs from the bucket."""
     server = https_catalog.server
     url = f"s3://{server.new_bucket()}/patches.zarr"
     options = server.options()
     report = build_patch_store(
-        _items(https_catalog), url, client=client, storage_options=options, **JOB
+        _items(https_catalog), url, client=threaded_client, storage_options=options, **JOB
     )
     assert report.store == url
     assert (report.patches, report.blocks_scanned, report.regions_written) == (24, 6, 3)
@@ -88,12 +76,12 @@ def test_store_in_a_bucket_equals_the_local_store(local, remote, moto_server):
 
 
 def test_a_complete_store_in_a_bucket_is_returned_without_a_write(
-    https_catalog, remote, client, moto_server
+    https_catalog, remote, threaded_client, moto_server
 ):
     url, options = remote
     before = len(moto_server.requests())
     again = build_patch_store(
-        _items(https_catalog), url, client=client, storage_options=options, **JOB
+        _items(https_catalog), url, client=threaded_client, storage_options=options, **JOB
     )
     assert (again.patches, again.blocks_scanned, again.regions_written) == (24, 0, 0)
     assert _writes(moto_server.requests()[before:]) == []
@@ -127,7 +115,7 @@ def test_plan_and_a_loader_batch_from_the_url_equal_the_local_ones(local, remote
 
 
 def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
-    https_catalog, client, local, moto_server, monkeypatch
+    https_catalog, threaded_client, local, moto_server, monkeypatch
 ):
     from xcsmoe.pretraining import patch_store
 
@@ -155,7 +143,7 @@ def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
     keys = _objects(moto_server, bucket)
     assert any("/patches.zarr.scan/" in k for k in keys)  # the staging stays for the rerun
     report = build_patch_store(
-        _items(https_catalog), url, client=client, storage_options=options, **JOB
+        _items(https_catalog), url, client=threaded_client, storage_options=options, **JOB
     )
     assert report.blocks_scanned == 0 and 1 <= report.regions_written < report.regions
     xr.testing.assert_identical(
@@ -165,17 +153,19 @@ def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
 
 
 def test_a_store_of_another_job_in_the_bucket_is_refused_and_untouched(
-    https_catalog, client, moto_server
+    https_catalog, threaded_client, moto_server
 ):
     server = https_catalog.server
     bucket = server.new_bucket()
     url, options = f"s3://{bucket}/patches.zarr", server.options()
-    build_patch_store(_items(https_catalog), url, client=client, storage_options=options, **JOB)
+    build_patch_store(
+        _items(https_catalog), url, client=threaded_client, storage_options=options, **JOB
+    )
     before = _objects(moto_server, bucket)
     seen = len(moto_server.requests())
     with pytest.raises(ConfigError, match=r"patch_size: store 60, this job 40"):
         build_patch_store(
-            _items(https_catalog), url, client=client, storage_options=options,
+            _items(https_catalog), url, client=threaded_client, storage_options=options,
             **{**JOB, "patch_size": 40},
         )  # fmt: skip
     assert _writes(moto_server.requests()[seen:]) == []
@@ -183,13 +173,13 @@ def test_a_store_of_another_job_in_the_bucket_is_refused_and_untouched(
 
 
 def test_a_missing_bucket_or_a_prefix_without_a_store_is_refused(
-    https_catalog, client, moto_server, bucket
+    https_catalog, threaded_client, moto_server, bucket
 ):
     options = moto_server.options()
     missing = "s3://no-such-bucket-xcsmoe/patches.zarr"
     with pytest.raises(StorageError, match="does not exist"):
         build_patch_store(
-            _items(https_catalog), missing, client=client, storage_options=options, **JOB
+            _items(https_catalog), missing, client=threaded_client, storage_options=options, **JOB
         )
     with pytest.raises(StorageError, match="does not exist"):
         open_patch_store(missing, storage_options=options)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from xcsmoe.cache import default_cache_dir
+from xcsmoe.model.download import file_sha256
 
 __all__ = [
     "CACHE_FORMAT",
@@ -118,7 +119,7 @@ def lookup(key: str, *, root: Path | None = None) -> CacheEntry | None:
     entry = CacheEntry(folder, key, hit=True)
     if not entry.metrics.is_file() or not entry.encoder.is_file():
         return None
-    if _sha256(entry.encoder) != manifest.get("encoder_sha256"):
+    if file_sha256(entry.encoder) != manifest.get("encoder_sha256"):
         return None
     return entry
 
@@ -148,7 +149,7 @@ def publish(staging: Path, key: str, inputs: Mapping[str, Any]) -> CacheEntry:
         "format": CACHE_FORMAT,
         "key": key,
         "inputs": dict(inputs),
-        "encoder_sha256": _sha256(staging / ENCODER),
+        "encoder_sha256": file_sha256(staging / ENCODER),
     }
     tmp = staging / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -169,14 +170,6 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _owner_alive(folder: Path) -> bool:

@@ -7,7 +7,6 @@ process reuse it (:func:`cached_model`).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,11 +124,9 @@ def weights_digest(spec: ModelSpec) -> str:
 
 @lru_cache(maxsize=16)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: cache key only
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from xcsmoe.model.download import file_sha256
+
+    return file_sha256(path)
 
 
 def resolve_device(

@@ -78,7 +78,7 @@ def download(
             return final
         part = final.with_name(final.name + ".part")
         _transfer(url, part, progress=progress, timeout=timeout)
-        got = _file_sha256(part)
+        got = file_sha256(part)
         if sha256 is not None and got != sha256:
             part.unlink()
             raise DownloadError(
@@ -234,7 +234,8 @@ def _range_start(response: object) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 (hex) of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
