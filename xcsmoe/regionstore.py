@@ -251,7 +251,7 @@ def create_store(status: StoreStatus, spec: StoreSpec) -> StoreStatus:
     if status.exists:
         return status
     location = status.location or store_location(status.path)
-    unset = dask.array.zeros(spec.marker_shape, chunks=1, dtype=np.uint8)  # never written
+    unset = dask.array.zeros(spec.marker_shape, chunks=-1, dtype=np.uint8)  # never written
     template = spec.template.assign({MARKER: (spec.marker_dims, unset)})
     template.attrs.update({JOB_ATTR: spec.fingerprint_json, COMPLETE_ATTR: False})
     encoding = {name: dict(value) for name, value in spec.encoding.items()}

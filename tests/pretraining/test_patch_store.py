@@ -125,6 +125,27 @@ def test_single_sensor_patches_are_kept_and_flagged(sample_items, threaded_clien
 # ---------------------------------------------------------------------------- bad inputs
 
 
+def test_scan_block_size_and_chunking_change_no_value(sample_items, threaded_client, tmp_path):
+    """One patch per scan block (every region gathered from many blocks, some without a
+    sensor) and odd chunking store the same values as the defaults."""
+    items = [*sample_items["s2"][:3], *sample_items["s1"][1:4]]
+    stores = {}
+    for name, options in (
+        ("default", {}),
+        ("tiny", {"block_patches": 1, "chunk_patches": 3, "region_chunks": 2}),
+    ):
+        build_patch_store(
+            items, tmp_path / f"{name}.zarr", patch_size=30, require_pairs=False,
+            client=threaded_client, progress=False, **options,
+        )  # fmt: skip
+        stores[name] = xr.open_zarr(tmp_path / f"{name}.zarr")
+    default, tiny = stores["default"], stores["tiny"]
+    assert default.sizes["patch"] == tiny.sizes["patch"] > 0
+    assert default["has_s1"].values.any() and not default["has_s1"].values.all()
+    for name in ("s2", "s1", "tile_id", "transform", "has_s1", "has_s2"):
+        np.testing.assert_array_equal(default[name].values, tiny[name].values)
+
+
 def test_empty_selection_is_refused(tmp_path):
     import geopandas as gpd
 

@@ -52,11 +52,10 @@ def store_template(
     tiles: Sequence[PatchTile], layout: PatchLayout, settings: PatchSettings, counts: dict
 ) -> xr.Dataset:
     """The store's schema: lazy ``s2``/``s1`` (written by regions), per-patch metadata."""
-    n, patch, chunk = layout.size, settings.patch_size, settings.chunk_patches
-    s2 = da.zeros((n, len(settings.bands_s2), patch, patch), dtype=np.uint16,
-                  chunks=(chunk, -1, -1, -1))  # fmt: skip
-    s1 = da.zeros((n, len(settings.bands_s1), patch, patch), dtype=np.float32,
-                  chunks=(chunk, -1, -1, -1))  # fmt: skip
+    n, patch = layout.size, settings.patch_size
+    # one dask chunk each: never computed, and a graph of one task costs nothing to build
+    s2 = da.zeros((n, len(settings.bands_s2), patch, patch), dtype=np.uint16, chunks=-1)
+    s1 = da.zeros((n, len(settings.bands_s1), patch, patch), dtype=np.float32, chunks=-1)
     meta = _patch_metadata(tiles, layout, settings)
     data = {"s2": (("patch", "band_s2", "y", "x"), s2), "s1": (("patch", "band_s1", "y", "x"), s1)}
     data.update({name: (dims, values) for name, (dims, values) in meta.items()})

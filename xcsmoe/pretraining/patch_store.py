@@ -330,6 +330,18 @@ def _region_sources(layout: PatchLayout, index: int) -> tuple[int, np.ndarray, n
     return region.start, layout.block[region], layout.slot[region]
 
 
+def _slot_runs(blocks: np.ndarray, slots: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(block, first slot, stop slot, first row in the region)`` of each run of a
+    region's patches that are consecutive staged rows of one block."""
+    breaks = np.flatnonzero((np.diff(blocks) != 0) | (np.diff(slots) != 1)) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [blocks.size]])
+    return [
+        (int(blocks[a]), int(slots[a]), int(slots[b - 1]) + 1, int(a))
+        for a, b in zip(starts, stops, strict=True)
+    ]
+
+
 def write_patch_region(
     store: str | StoreLocation,
     scan_dir: Staging,
@@ -344,17 +356,25 @@ def write_patch_region(
     ``require_pairs=False`` stores can have such a chunk of fill values; it reads the same).
     """
     start, blocks, slots = sources
+    runs = _slot_runs(blocks, slots)
     gathered: dict[str, np.ndarray] = {}
-    for block in np.unique(blocks):
-        where = np.flatnonzero(blocks == block)
-        name = result_name(int(block))
-        for sensor, fill in (("s2", 0), ("s1", np.nan)):
-            staged = load_staged(scan_dir, name.replace(".json", f"-{sensor}.npy"))
-            if staged is None:
-                continue
-            if sensor not in gathered:
-                gathered[sensor] = np.full((blocks.size, *staged.shape[1:]), fill, staged.dtype)
-            gathered[sensor][where] = staged[slots[where]]
+    for sensor, fill in (("s2", 0), ("s1", np.nan)):
+        staged_of = {  # one read (one GET at a URL) per block
+            block: load_staged(scan_dir, result_name(block).replace(".json", f"-{sensor}.npy"))
+            for block in dict.fromkeys(run[0] for run in runs)
+        }
+        pieces = [(staged_of[block], first, stop, at) for block, first, stop, at in runs]
+        if all(staged is None for staged, *_ in pieces):
+            continue
+        if len(pieces) == 1:  # one block, consecutive patches: its staged rows as they are
+            staged, first, stop, _ = pieces[0]
+            gathered[sensor] = staged[first:stop]
+            continue
+        like = next(staged for staged, *_ in pieces if staged is not None)
+        out = np.empty((blocks.size, *like.shape[1:]), like.dtype)
+        for staged, first, stop, at in pieces:
+            out[at : at + stop - first] = fill if staged is None else staged[first:stop]
+        gathered[sensor] = out
     where_ = (slice(start, start + blocks.size),)
     values = {k: (where_, v) for k, v in gathered.items()}
     return write_region(store, values, (index,), write_empty_chunks=True)
