@@ -263,11 +263,16 @@ def create_store(status: StoreStatus, spec: StoreSpec) -> StoreStatus:
         **location.zarr_args(), mode="a", compute=False, encoding=encoding, zarr_format=3,
         consolidated=False,
     )  # fmt: skip
+    consolidate(location)
+    fresh = np.zeros(spec.marker_shape, dtype=np.uint8)
+    return StoreStatus(status.path, fresh, exists=True, location=location)
+
+
+def consolidate(location: StoreLocation) -> None:
+    """(Re)write the store's consolidated metadata from its arrays' own metadata."""
     with warnings.catch_warnings():  # zarr notes that v3 consolidation is an extension
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=Warning)
         zarr.consolidate_metadata(location.zarr_store(), zarr_format=3)
-    fresh = np.zeros(spec.marker_shape, dtype=np.uint8)
-    return StoreStatus(status.path, fresh, exists=True, location=location)
 
 
 def write_region(

@@ -117,18 +117,18 @@ def test_plan_and_a_loader_batch_from_the_url_equal_the_local_ones(local, remote
 def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
     https_catalog, threaded_client, local, moto_server, monkeypatch
 ):
-    from xcsmoe.pretraining import patch_store
+    from xcsmoe.pretraining import patch_pipeline
 
     bucket = moto_server.new_bucket()
     url, options = f"s3://{bucket}/patches.zarr", moto_server.options()
-    real = patch_store.write_patch_region
+    real = patch_pipeline.write_patch_region
 
     def fail_on_region_1(store, scan_dir, index, sources):
         if index == 1:
             raise RuntimeError("connection lost")
         return real(store, scan_dir, index, sources)
 
-    monkeypatch.setattr(patch_store, "write_patch_region", fail_on_region_1)
+    monkeypatch.setattr(patch_pipeline, "write_patch_region", fail_on_region_1)
     with (  # noqa: SIM117  its own cluster, closed before the store is looked at
         LocalCluster(
             n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None

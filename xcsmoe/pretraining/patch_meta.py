@@ -1,9 +1,10 @@
 """Per-patch metadata and the schema of a patch store (pure: no pixel is read).
 
-:func:`store_template` builds the Dataset that :mod:`xcsmoe.regionstore` creates the store
+:func:`store_skeleton` builds the Dataset that :mod:`xcsmoe.regionstore` creates the store
 from: lazy ``s2`` ``(patch, band_s2, y, x)`` uint16 and ``s1`` ``(patch, band_s1, y, x)``
-float32 (written later, region by region), and the per-patch variables (flags, item ids,
-times, S2 offset, split, centre lon/lat, CRS, affine transform, descriptors) with values.
+float32 (written later, region by region) with room for every patch that may be kept;
+:func:`patch_metadata` the per-patch variables (flags, item ids, times, S2 offset, split,
+centre lon/lat, CRS, affine transform, descriptors) written once the layout is complete.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from xcsmoe.pretraining.patch_plan import (
 )
 from xcsmoe.pretraining.tiles import PatchTile
 
-__all__ = ["discard_counts", "store_encoding", "store_template"]
+__all__ = ["discard_counts", "patch_metadata", "store_encoding", "store_skeleton"]
 
 ZSTD_LEVEL = 1
 
@@ -48,17 +49,15 @@ def discard_counts(
     }
 
 
-def store_template(
-    tiles: Sequence[PatchTile], layout: PatchLayout, settings: PatchSettings, counts: dict
-) -> xr.Dataset:
-    """The store's schema: lazy ``s2``/``s1`` (written by regions), per-patch metadata."""
-    n, patch = layout.size, settings.patch_size
+def store_skeleton(capacity: int, settings: PatchSettings) -> xr.Dataset:
+    """What the store is created with: lazy ``s2``/``s1`` with room for ``capacity``
+    patches (every full patch of the tiles read; cut to the kept ones at the end), band
+    coordinates and the job's settings as attributes."""
+    patch = settings.patch_size
     # one dask chunk each: never computed, and a graph of one task costs nothing to build
-    s2 = da.zeros((n, len(settings.bands_s2), patch, patch), dtype=np.uint16, chunks=-1)
-    s1 = da.zeros((n, len(settings.bands_s1), patch, patch), dtype=np.float32, chunks=-1)
-    meta = _patch_metadata(tiles, layout, settings)
+    s2 = da.zeros((capacity, len(settings.bands_s2), patch, patch), dtype=np.uint16, chunks=-1)
+    s1 = da.zeros((capacity, len(settings.bands_s1), patch, patch), dtype=np.float32, chunks=-1)
     data = {"s2": (("patch", "band_s2", "y", "x"), s2), "s1": (("patch", "band_s1", "y", "x"), s1)}
-    data.update({name: (dims, values) for name, (dims, values) in meta.items()})
     attrs = {
         "xcsmoe_patch_store": LAYOUT_VERSION,
         "patch_size": int(patch),
@@ -67,7 +66,6 @@ def store_template(
         "val_fraction": float(settings.val_fraction),
         "seed": int(settings.seed),
         "require_pairs": bool(settings.require_pairs),
-        **{k: int(v) for k, v in counts.items()},
     }
     coords = {
         "band_s2": np.array(settings.bands_s2, dtype=object),
@@ -76,6 +74,15 @@ def store_template(
     out = xr.Dataset(data, coords=coords, attrs=attrs)
     out["s2"].attrs.update(units="DN", nodata=0, description="raw L2A digital numbers")
     out["s1"].attrs.update(units="linear power", description="backscatter, NaN = nodata")
+    return out
+
+
+def patch_metadata(
+    tiles: Sequence[PatchTile], layout: PatchLayout, settings: PatchSettings
+) -> xr.Dataset:
+    """The per-patch variables of the kept patches, in store order (written last)."""
+    meta = _patch_metadata(tiles, layout, settings)
+    out = xr.Dataset({name: (dims, values) for name, (dims, values) in meta.items()})
     out["s2_offset"].attrs.update(units="DN", description="add to s2 before scaling")
     return out
 
@@ -145,7 +152,7 @@ def _patch_metadata(
     return meta
 
 
-def store_encoding(layout: PatchLayout, settings: PatchSettings) -> dict[str, dict[str, Any]]:
+def store_encoding(settings: PatchSettings) -> dict[str, dict[str, Any]]:
     chunk = settings.chunk_patches
     compressors = (ZstdCodec(level=ZSTD_LEVEL),)
     encoding: dict[str, dict[str, Any]] = {

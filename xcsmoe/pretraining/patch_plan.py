@@ -6,15 +6,18 @@ patches that would cross the right or bottom edge are *partial*, never read, and
 counted. The grid is read in *blocks* of up to ``block_patches`` x ``block_patches``
 patches (one task each), so memory stays bounded by a block, not by a tile.
 
-After the pixels of every block are scanned, :func:`plan_layout` fixes the final order:
-kept patches sorted by (tile, row, column), cut into *regions* of whole Zarr chunks.
+Scanning a block tells which of its patches are kept; :func:`plan_layout` orders kept
+patches by (tile, row, column), cut into *regions* of whole Zarr chunks. The positions of
+a tile's patches are fixed once it and every tile before it are scanned, so
+:class:`LayoutStream` hands out regions to write while later tiles are still scanned.
 """
 
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ from xcsmoe.sensors import S1, S2
 
 __all__ = [
     "Block",
+    "LayoutStream",
     "PatchLayout",
     "PatchSettings",
     "model_patch_size",
@@ -278,3 +282,84 @@ def plan_layout(
         col=table[:, 2], has_s1=table[:, 5].astype(bool), has_s2=table[:, 6].astype(bool),
         region_patches=settings.region_patches,
     )  # fmt: skip
+
+
+class LayoutStream:
+    """The layout of a job, fixed tile by tile as block scans arrive in any order.
+
+    ``add`` records a block's scan result; ``take_ready`` returns the regions whose every
+    position became known since the last call (every region once all tiles are scanned);
+    ``sources`` gives a ready region's patches as ``(start, blocks, slots)``; ``layout``
+    the whole :class:`PatchLayout` at the end (equal to :func:`plan_layout` of all scans).
+    """
+
+    def __init__(self, tiles: int, blocks: Sequence[Block], settings: PatchSettings):
+        self._settings = settings
+        self._blocks_of: list[list[Block]] = [[] for _ in range(tiles)]
+        for block in blocks:
+            self._blocks_of[block.tile].append(block)
+        self.scans: dict[int, dict[str, Any]] = {}
+        self._parts: list[PatchLayout] = []  # one per fixed tile, in tile order
+        self._starts: list[int] = []  # first position of each fixed tile
+        self.known = 0  # patches whose positions are fixed
+        self._handed_out = 0  # regions returned by take_ready
+        self._fix_scanned_tiles()  # tiles without blocks (not read) are fixed, empty
+
+    @property
+    def tiles_fixed(self) -> int:
+        return len(self._parts)
+
+    @property
+    def complete(self) -> bool:
+        return self.tiles_fixed == len(self._blocks_of)
+
+    def add(self, index: int, scan: dict[str, Any]) -> None:
+        self.scans[index] = scan
+        self._fix_scanned_tiles()
+
+    def _fix_scanned_tiles(self) -> None:
+        while not self.complete:
+            own = self._blocks_of[self.tiles_fixed]
+            if any(block.index not in self.scans for block in own):
+                return
+            part = plan_layout(own, [self.scans[block.index] for block in own], self._settings)
+            self._starts.append(self.known)
+            self._parts.append(part)
+            self.known += part.size
+
+    def take_ready(self) -> list[int]:
+        per_region = self._settings.region_patches
+        end = -(-self.known // per_region) if self.complete else self.known // per_region
+        ready = list(range(self._handed_out, end))
+        self._handed_out = max(end, self._handed_out)
+        return ready
+
+    def tile_span(self, tile: int) -> tuple[int, int]:
+        """Positions ``[start, stop)`` of a fixed tile's kept patches."""
+        return self._starts[tile], self._starts[tile] + self._parts[tile].size
+
+    def sources(self, region: int) -> tuple[int, np.ndarray, np.ndarray]:
+        start = region * self._settings.region_patches
+        stop = min(start + self._settings.region_patches, self.known)
+        first = bisect_right(self._starts, start) - 1
+        blocks, slots = [], []
+        for tile in range(first, self.tiles_fixed):
+            if self._starts[tile] >= stop:
+                break
+            part, offset = self._parts[tile], self._starts[tile]
+            window = slice(max(start - offset, 0), min(stop - offset, part.size))
+            blocks.append(part.block[window])
+            slots.append(part.slot[window])
+        return start, np.concatenate(blocks), np.concatenate(slots)
+
+    def layout(self) -> PatchLayout:
+        if not self.complete:
+            raise RuntimeError("the layout is fixed only once every tile is scanned")
+        if not self._parts:
+            return plan_layout([], [], self._settings)
+        joined = {
+            f.name: np.concatenate([getattr(p, f.name) for p in self._parts])
+            for f in fields(PatchLayout)
+            if f.name != "region_patches"
+        }
+        return PatchLayout(**joined, region_patches=self._settings.region_patches)

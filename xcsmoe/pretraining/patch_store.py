@@ -1,40 +1,40 @@
-"""Execution: tiles → valid patches → a Zarr v3 patch store, on Dask, resumably.
+"""Tiles → valid patches → a Zarr v3 patch store, on Dask, resumably (metadata → plan →
+execution).
 
 The number of valid patches of a tile is known only after its pixels are read, while
 resumable region writes need fixed positions and the final store must hold exactly the
-valid patches. Both are met with one read of every pixel, in two passes:
+valid patches. Both are met with one read of every pixel:
 
-1. **Scan** (one task per block of a tile's patch grid): read the block straight into
-   patches in the store's dtypes (``source.read_patches``: GeoTIFF bands copied once, no
-   float copy of S2), keep the patches whose every pixel is valid (both sensors, or
-   either one when ``require_pairs=False``), and stage the kept patches, raw and
-   uncompressed, beside the store with a small JSON result written last (the commit
-   marker: ``os.replace`` on disk, one atomic PUT on object stores). A rerun skips blocks
-   whose result exists; the staging carries the job fingerprint. A local store stages in
-   the hidden sibling folder ``.<store>.scan/``; a store at a URL in the sibling prefix
-   ``<store>.scan/<fingerprint hash>/`` of the same bucket, so workers that share no disk
-   with the client (or each other) stage and read back through the store's filesystem.
-2. **Plan** (pure, :func:`~xcsmoe.pretraining.patch_plan.plan_layout`): kept patches in
-   (tile, row, column) order; per-patch metadata (ids, times, centre, transform, split)
-   is written with the store skeleton; pixels are cut into regions of whole chunks.
-3. **Write** (one task per region, :mod:`xcsmoe.regionstore`): copy the staged patches of
-   a region into the ``s2``/``s1`` chunks, then set its marker. A rerun writes only the
-   regions without a marker and ends byte-identical. The staging is removed once the
-   store is complete.
+1. **Check** (reads only): arguments, tiles, the store at the path (same job → resume,
+   another job → refused unless ``overwrite``), before a cluster starts.
+2. **Plan** (pure, :mod:`~xcsmoe.pretraining.patch_plan`): the blocks of every tile; the
+   skeleton has room for every full patch (``capacity``), and regions of whole chunks
+   over that room.
+3. **Stream** (:mod:`~xcsmoe.pretraining.patch_pipeline`): every block is scanned (read,
+   kept patches staged beside the store); kept patches are ordered by (tile, row,
+   column), and as soon as the positions of a region are fixed its patches are written
+   and its marker set, while later tiles are still scanned.
+4. **Finish**: ``s2``/``s1`` are cut to the kept patches, the per-patch metadata (ids,
+   times, centre, transform, split, descriptors) and discard counts are written, the
+   metadata consolidated and the store marked complete; the staging is removed.
 
-Where the time goes (8 real Major TOM tiles, 2 workers): reading the GeoTIFFs, then zstd
-and Zarr's chunk handling; staging costs a copy to the page cache. A full disk or a
-read-only folder met on the way (local stores) is reported as an :class:`InputError`;
-everything written so far stays and the same call resumes.
+A rerun of the same job resumes: blocks with a committed scan are not read again,
+regions with a marker are not written again, and it ends byte-identical. A full disk or
+a read-only folder met on the way (local stores) is reported as an :class:`InputError`;
+everything written so far stays and the same call resumes. Scans are staged in the
+hidden sibling folder ``.<store>.scan/`` of a local store, and in the sibling prefix
+``<store>.scan/<job hash>/`` of a store at a URL (``s3://``, ``gs://``, ``az://``,
+``file://``, ``memory://`` for in-process workers; :mod:`xcsmoe.storage`), so workers that
+share no disk with the client stage and read back through the store's filesystem.
 
-``store`` is a local path or a URL (``s3://``, ``gs://``, ``az://``, ``file://``,
-``memory://`` for in-process workers; :mod:`xcsmoe.storage`) with ``storage_options``:
-markers, fingerprint and completion flag live in the store, so resume and refusal work
-the same on object storage.
+Where the time goes (16 real Major TOM tiles, 2 workers, ``benchmarks/pretrain.py``):
+GDAL reading the LZW GeoTIFFs, then zstd and writing chunk files; staging costs a copy
+through the page cache.
 
 Layout (the contract with the loader): :mod:`xcsmoe.pretraining.patch_meta`; one record
 per patch along ``patch``, ``s2`` uint16 DN and ``s1`` float32 linear power, 8 patches per
-zstd-compressed chunk by default.
+zstd-compressed chunk by default. ``region_done`` has one marker per region of the
+skeleton's room; regions past the last kept patch are empty and marked done.
 """
 
 from __future__ import annotations
@@ -48,44 +48,36 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
-import xarray as xr
 
 from xcsmoe.errors import InputError, expected
-from xcsmoe.pretraining.patch_meta import discard_counts, store_encoding, store_template
+from xcsmoe.pretraining.patch_meta import (
+    discard_counts,
+    patch_metadata,
+    store_encoding,
+    store_skeleton,
+)
+from xcsmoe.pretraining.patch_pipeline import stream_patches
 from xcsmoe.pretraining.patch_plan import (
-    Block,
     PatchLayout,
     PatchSettings,
     check_patch_size,
     check_tiles,
     plan_blocks,
-    plan_layout,
 )
-from xcsmoe.pretraining.staging import (
-    Staging,
-    commit_result,
-    load_staged,
-    open_staging,
-    read_results,
-    remove_staging,
-    result_name,
-    stage_array,
-    staged_names,
-)
+from xcsmoe.pretraining.staging import open_staging, remove_staging
 from xcsmoe.pretraining.tiles import PatchTile, tiles_from_items, tiles_from_selection
 from xcsmoe.regionstore import (
     COMPLETE_ATTR,
     JOB_ATTR,
+    MARKER,
     StoreSpec,
     check_cluster_args,
     check_store,
     check_workers_reach,
     connect,
+    consolidate,
     create_store,
     finish_store,
-    run_tasks,
-    write_region,
 )
 from xcsmoe.storage import (
     StoreLocation,
@@ -95,7 +87,7 @@ from xcsmoe.storage import (
     store_location,
 )
 
-__all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_tiles", "scan_block"]
+__all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_tiles"]
 
 #: Dask config for the processes of a store-building cluster. Dask starts workers with
 #: ``MALLOC_TRIM_THRESHOLD_=65536``, which freezes glibc's mmap threshold at 128 KiB and
@@ -189,63 +181,78 @@ def build_patch_store(
     check_workers_reach(location, client)  # memory:// is not shared by processes
     tiles = resolve_tiles(source, items)
     check_tiles(tiles, settings)
-    fingerprint = {**settings.fingerprint(), "tiles": [t.identity() for t in tiles]}
-    probe = StoreSpec(xr.Dataset(), {}, ("region",), (0,), fingerprint)
+    blocks = plan_blocks(tiles, settings)
+    capacity = sum(block.patches for block in blocks)
+    spec = StoreSpec(
+        store_skeleton(capacity, settings),
+        store_encoding(settings),
+        ("region",),
+        (-(-capacity // settings.region_patches),),
+        {**settings.fingerprint(), "tiles": [t.identity() for t in tiles]},
+    )
     attrs = _existing_attrs(location)  # read only: fine in a read-only folder
-    same_job = attrs.get(JOB_ATTR) == probe.fingerprint_json
-    if same_job and attrs.get(COMPLETE_ATTR) is True:
-        return _report_existing(location, str(local or location.url), tiles)
+    if attrs.get(JOB_ATTR) == spec.fingerprint_json and attrs.get(COMPLETE_ATTR) is True:
+        return _report_existing(location, str(local or location.url), tiles, settings)
     if local is not None:
         _check_writable(local)
-    if not same_job:
-        check_store(location, probe, overwrite=overwrite)  # raises for another job's store
-    blocks = plan_blocks(tiles, settings)
+    status = check_store(location, spec, overwrite=overwrite)  # refuses another job's store
     with (
         _write_errors_reported(local) if local is not None else nullcontext(),
         dask.config.set(WORKER_CONFIG),
         connect(client, n_workers=n_workers) as active,
     ):
         check_workers_reach(location, active)
-        scan_dir = open_staging(location, local, probe.fingerprint_json)
-        staged = staged_names(scan_dir)  # one listing, not one look-up per block
-        todo = [b for b in blocks if result_name(b.index) not in staged]
-        scan = dask.delayed(scan_block, pure=True)
-        run_tasks(
-            [scan(tiles[b.tile], b, settings=settings, scan_dir=scan_dir) for b in todo],
-            active, desc="scanning tiles", progress=progress,
+        # staged scans belong to this job *and* this block size (block indices name them)
+        staging_job = f"{spec.fingerprint_json}|block_patches={settings.block_patches}"
+        scan_dir = open_staging(location, local, staging_job)
+        outcome = stream_patches(
+            tiles, blocks, settings, client=active, scan_dir=scan_dir,
+            target=str(local) if local is not None else location, status=status,
+            create=lambda fresh: create_store(fresh, spec), progress=progress,
         )  # fmt: skip
-        scans = read_results(scan_dir, [b.index for b in blocks])
-        layout = plan_layout(blocks, scans, settings)
+        layout = outcome.stream.layout()
+        scans = [outcome.stream.scans[block.index] for block in blocks]
         counts = discard_counts(tiles, blocks, scans, settings)
         if layout.size == 0:
             raise InputError(
                 expected("selection", "at least one valid patch", f"none ({counts})",
                          "Select tiles with valid pixels, or a smaller patch_size.")
             )  # fmt: skip
-        spec = StoreSpec(
-            store_template(tiles, layout, settings, counts),
-            store_encoding(layout, settings),
-            ("region",),
-            (layout.regions,),
-            fingerprint,
-        )
-        status = check_store(location, spec, overwrite=overwrite)
-        if not status.complete:
-            status = create_store(status, spec)
-            write = dask.delayed(write_patch_region, pure=True)
-            target = str(local) if local is not None else location
-            tasks = [
-                write(target, scan_dir, index[0], _region_sources(layout, index[0]))
-                for index in status.todo
-            ]
-            run_tasks(tasks, active, desc="writing patches", progress=progress)
+        _write_layout(location, tiles, layout, settings, counts)
         complete = finish_store(location)
     if complete:
         remove_staging(scan_dir)
     return PatchStoreReport(
-        str(local or location.url), layout.size, len(tiles), len(todo), layout.regions,
-        len(status.todo) if not status.complete else 0, **counts,
+        str(local or location.url), layout.size, len(tiles), outcome.scanned, layout.regions,
+        outcome.written, **counts,
     )  # fmt: skip
+
+
+def _write_layout(
+    location: StoreLocation,
+    tiles: Sequence[PatchTile],
+    layout: PatchLayout,
+    settings: PatchSettings,
+    counts: dict[str, int],
+) -> None:
+    """Fit the store to the kept patches once every region is written (idempotent: a
+    rerun after a kill here does it again): mark the empty regions past the last patch,
+    cut ``s2``/``s1`` to ``layout.size``, write the per-patch metadata and the discard
+    counts, and consolidate the metadata."""
+    import zarr
+
+    group = zarr.open_group(**location.zarr_args(), mode="r+", use_consolidated=False)
+    markers = group[MARKER]
+    if markers.shape[0] > layout.regions:
+        markers[layout.regions :] = 1  # room never used: nothing to write there
+    for name in ("s2", "s1"):
+        array = group[name]
+        if array.shape[0] != layout.size:
+            array.resize((layout.size, *array.shape[1:]))
+    metadata = patch_metadata(tiles, layout, settings)
+    metadata.attrs = {**group.attrs.asdict(), **counts}  # xarray replaces the group's attrs
+    metadata.to_zarr(**location.zarr_args(), mode="a", consolidated=False, zarr_format=3)
+    consolidate(location)
 
 
 def resolve_tiles(source: Any, items: Sequence[Any] | None = None) -> list[PatchTile]:
@@ -276,108 +283,6 @@ def resolve_tiles(source: Any, items: Sequence[Any] | None = None) -> list[Patch
         return tiles_from_items(source)
     kinds = sorted({type(s).__name__ for s in source})
     raise InputError(expected("source", "only pystac Items or only PatchTiles", kinds))
-
-
-# --------------------------------------------------------------------------- scan pass
-
-
-def scan_block(
-    tile: PatchTile, block: Block, *, settings: PatchSettings, scan_dir: Staging
-) -> dict[str, Any]:
-    """Worker side: read one block, keep its valid patches, stage them; returns the result.
-
-    Staged: ``block-<i>-s2.npy`` ``(k, 10, P, P)`` uint16 (0 where a patch has no S2) and
-    ``block-<i>-s1.npy`` ``(k, 2, P, P)`` float32 (NaN where none), then the JSON result
-    (last: its presence commits the block). ``scan_dir`` is a local folder or, for a store
-    at a URL, the :class:`~xcsmoe.storage.StoreLocation` of the staging prefix.
-    """
-    ys, xs = block.pixel_window(settings.patch_size)
-    cut = tile.source.read_patches(
-        tile.geobox[ys, xs], patch=settings.patch_size, bands_s2=settings.bands_s2,
-        bands_s1=settings.bands_s1,
-    )  # fmt: skip
-    valid_s2, valid_s1 = cut.valid_s2, cut.valid_s1
-    keep = valid_s2 & valid_s1 if settings.require_pairs else valid_s2 | valid_s1
-    kept = np.flatnonzero(keep)
-    has_s2, has_s1 = valid_s2[kept], valid_s1[kept]
-    name = result_name(block.index)
-    for sensor, values, present, fill in (
-        ("s2", cut.s2, has_s2, 0),
-        ("s1", cut.s1, has_s1, np.nan),
-    ):
-        if values is None or not present.any():
-            continue
-        staged = values if kept.size == len(values) else values[kept]  # no copy: all kept
-        if not present.all():
-            staged[~present] = fill
-        stage_array(scan_dir, name.replace(".json", f"-{sensor}.npy"), staged)
-    result = {
-        "kept": kept.tolist(),
-        "has_s2": has_s2.tolist(),
-        "has_s1": has_s1.tolist(),
-        "invalid": int(block.patches - kept.size),
-    }
-    commit_result(scan_dir, name, result)
-    return result
-
-
-# -------------------------------------------------------------------------- write pass
-
-
-def _region_sources(layout: PatchLayout, index: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """Start, blocks and slots of the patches of region ``index`` (small arrays)."""
-    region = layout.region(index)
-    return region.start, layout.block[region], layout.slot[region]
-
-
-def _slot_runs(blocks: np.ndarray, slots: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """``(block, first slot, stop slot, first row in the region)`` of each run of a
-    region's patches that are consecutive staged rows of one block."""
-    breaks = np.flatnonzero((np.diff(blocks) != 0) | (np.diff(slots) != 1)) + 1
-    starts = np.concatenate([[0], breaks])
-    stops = np.concatenate([breaks, [blocks.size]])
-    return [
-        (int(blocks[a]), int(slots[a]), int(slots[b - 1]) + 1, int(a))
-        for a, b in zip(starts, stops, strict=True)
-    ]
-
-
-def write_patch_region(
-    store: str | StoreLocation,
-    scan_dir: Staging,
-    index: int,
-    sources: tuple[int, np.ndarray, np.ndarray],
-) -> tuple[int, ...]:
-    """Worker side: gather a region's staged patches and write them, then its marker.
-
-    A sensor that no patch of the region holds is not written: its chunks stay absent,
-    which Zarr reads as the fill value (0 for ``s2``, NaN for ``s1``). Chunks of a sensor
-    that some patch holds are written whole, without Zarr's empty-chunk comparison (only
-    ``require_pairs=False`` stores can have such a chunk of fill values; it reads the same).
-    """
-    start, blocks, slots = sources
-    runs = _slot_runs(blocks, slots)
-    gathered: dict[str, np.ndarray] = {}
-    for sensor, fill in (("s2", 0), ("s1", np.nan)):
-        staged_of = {  # one read (one GET at a URL) per block
-            block: load_staged(scan_dir, result_name(block).replace(".json", f"-{sensor}.npy"))
-            for block in dict.fromkeys(run[0] for run in runs)
-        }
-        pieces = [(staged_of[block], first, stop, at) for block, first, stop, at in runs]
-        if all(staged is None for staged, *_ in pieces):
-            continue
-        if len(pieces) == 1:  # one block, consecutive patches: its staged rows as they are
-            staged, first, stop, _ = pieces[0]
-            gathered[sensor] = staged[first:stop]
-            continue
-        like = next(staged for staged, *_ in pieces if staged is not None)
-        out = np.empty((blocks.size, *like.shape[1:]), like.dtype)
-        for staged, first, stop, at in pieces:
-            out[at : at + stop - first] = fill if staged is None else staged[first:stop]
-        gathered[sensor] = out
-    where_ = (slice(start, start + blocks.size),)
-    values = {k: (where_, v) for k, v in gathered.items()}
-    return write_region(store, values, (index,), write_empty_chunks=True)
 
 
 # ------------------------------------------------------------------------------ checks
@@ -440,15 +345,15 @@ def _existing_attrs(location: StoreLocation) -> dict[str, Any]:
 
 
 def _report_existing(
-    location: StoreLocation, shown: str, tiles: Sequence[PatchTile]
+    location: StoreLocation, shown: str, tiles: Sequence[PatchTile], settings: PatchSettings
 ) -> PatchStoreReport:
     import zarr
 
     group = zarr.open_group(**location.zarr_args(), mode="r")
     attrs = dict(group.attrs)
-    regions = int(group["region_done"].shape[0])
+    patches = int(group["s2"].shape[0])
     return PatchStoreReport(
-        shown, int(group["s2"].shape[0]), len(tiles), 0, regions, 0,
+        shown, patches, len(tiles), 0, -(-patches // settings.region_patches), 0,
         int(attrs["discarded_partial"]), int(attrs["discarded_invalid"]),
         int(attrs["discarded_unpaired"]),
     )  # fmt: skip

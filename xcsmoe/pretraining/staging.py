@@ -166,6 +166,20 @@ def load_staged(scan_dir: Staging, name: str) -> np.ndarray | None:
     return np.load(io.BytesIO(raw))
 
 
+def remove_staged(scan_dir: Staging, names: Sequence[str]) -> None:
+    """Remove staged arrays once they are written (names that were never staged are
+    skipped); JSON results stay until the store is complete."""
+    if not isinstance(scan_dir, StoreLocation):
+        for name in names:
+            with suppress(FileNotFoundError):
+                os.remove(Path(scan_dir) / name)
+        return
+    fs, root = scan_dir.filesystem()
+    for name in names:
+        with suppress(FileNotFoundError):
+            fs.rm_file(f"{root}/{name}")
+
+
 def commit_result(scan_dir: Staging, name: str, result: dict[str, Any]) -> None:
     """Write a block's JSON result, last: its presence marks the block as scanned."""
     if isinstance(scan_dir, StoreLocation):
