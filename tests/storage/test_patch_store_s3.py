@@ -18,6 +18,7 @@ from xcsmoe.errors import ConfigError, InputError, StorageError
 from xcsmoe.model.registry import model_config
 from xcsmoe.pretraining.loader import open_patch_store, patch_loader, store_plan
 from xcsmoe.pretraining.patch_store import build_patch_store
+from xcsmoe.regionstore import read_markers
 from xcsmoe.storage import StoreLocation
 
 PATCH = 60
@@ -123,10 +124,10 @@ def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
     url, options = f"s3://{bucket}/patches.zarr", moto_server.options()
     real = patch_pipeline.write_patch_region
 
-    def fail_on_region_1(store, scan_dir, index, sources):
+    def fail_on_region_1(store, index, sources, scanned):
         if index == 1:
             raise RuntimeError("connection lost")
-        return real(store, scan_dir, index, sources)
+        return real(store, index, sources, scanned)
 
     monkeypatch.setattr(patch_pipeline, "write_patch_region", fail_on_region_1)
     with (  # noqa: SIM117  its own cluster, closed before the store is looked at
@@ -141,11 +142,16 @@ def test_an_interrupted_job_in_a_bucket_resumes_without_rescanning(
             )
     monkeypatch.undo()
     keys = _objects(moto_server, bucket)
-    assert any("/patches.zarr.scan/" in k for k in keys)  # the staging stays for the rerun
+    assert any("/patches.zarr.scan/" in k for k in keys)  # scan results stay for the rerun
+    assert not any(k.endswith(".npy") for k in keys)  # pixels never go through the bucket
+    done = read_markers(url, storage_options=options)
     report = build_patch_store(
         _items(https_catalog), url, client=threaded_client, storage_options=options, **JOB
     )
-    assert report.blocks_scanned == 0 and 1 <= report.regions_written < report.regions
+    # 4 patches per tile, 8 per region: only the two tiles of each unwritten region are
+    # read again
+    assert not done[1] and report.blocks_scanned == 2 * int((done[:3] == 0).sum())
+    assert 1 <= report.regions_written < report.regions
     xr.testing.assert_identical(
         xr.open_zarr(url, storage_options=options).load(), xr.open_zarr(local).load()
     )

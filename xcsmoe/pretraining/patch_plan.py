@@ -334,6 +334,9 @@ class LayoutStream:
         self._handed_out = max(end, self._handed_out)
         return ready
 
+    def blocks_of(self, tile: int) -> list[Block]:
+        return self._blocks_of[tile]
+
     def tile_span(self, tile: int) -> tuple[int, int]:
         """Positions ``[start, stop)`` of a fixed tile's kept patches."""
         return self._starts[tile], self._starts[tile] + self._parts[tile].size

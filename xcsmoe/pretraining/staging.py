@@ -1,16 +1,16 @@
-"""Scan staging of a patch store: the kept patches of each scanned block, until written.
+"""Scan results of a patch store job: which patches of each block were kept, until the
+store is complete.
 
-A block's arrays (``block-<i>-s2.npy``, ``block-<i>-s1.npy``) are staged first and its JSON
-result last, so the result's presence commits the block and a rerun skips it. Local
-stores stage in the hidden folder ``.<store>.scan/`` (atomic renames, memory-mapped
-reads); stores at a URL stage in ``<store>.scan/<hash of the job>/`` of the same bucket
-(one PUT per object, no renames), so workers that share no disk stage through it.
+A block's JSON result (``block-<i>.json``) is committed by the worker that scanned it: an
+atomic rename in the hidden folder ``.<store>.scan/`` beside a local store, one PUT in
+``<store>.scan/<hash of the job>/`` of the same bucket for a store at a URL, so workers
+that share no disk commit through the store's filesystem. Results fix the positions of a
+tile's patches on a rerun without reading its pixels again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -19,31 +19,10 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xcsmoe.errors import InputError, expected
 from xcsmoe.storage import StoreLocation
 
 Staging = str | StoreLocation  # a local folder, or a prefix beside a store at a URL
-
-
-def stage_array(scan_dir: Staging, name: str, array: np.ndarray) -> None:
-    """Stage one ``.npy`` array (uncompressed: it is read back once, soon)."""
-    if isinstance(scan_dir, StoreLocation):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        fs, root = scan_dir.filesystem()
-        fs.pipe_file(f"{root}/{name}", buffer.getvalue())
-    else:
-        save_atomic(Path(scan_dir) / name, array)
-
-
-def save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary name, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def result_name(index: int) -> str:
@@ -151,33 +130,6 @@ def _base(path: str) -> str:
 
 def _is_digest(name: str) -> bool:
     return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
-
-
-def load_staged(scan_dir: Staging, name: str) -> np.ndarray | None:
-    """A staged array (memory-mapped from a local folder), ``None`` if it was not staged."""
-    if not isinstance(scan_dir, StoreLocation):
-        path = Path(scan_dir) / name
-        return np.load(path, mmap_mode="r") if path.is_file() else None
-    fs, root = scan_dir.filesystem()
-    try:
-        raw = fs.cat_file(f"{root}/{name}")  # one GET, whether or not it exists
-    except FileNotFoundError:
-        return None
-    return np.load(io.BytesIO(raw))
-
-
-def remove_staged(scan_dir: Staging, names: Sequence[str]) -> None:
-    """Remove staged arrays once they are written (names that were never staged are
-    skipped); JSON results stay until the store is complete."""
-    if not isinstance(scan_dir, StoreLocation):
-        for name in names:
-            with suppress(FileNotFoundError):
-                os.remove(Path(scan_dir) / name)
-        return
-    fs, root = scan_dir.filesystem()
-    for name in names:
-        with suppress(FileNotFoundError):
-            fs.rm_file(f"{root}/{name}")
 
 
 def commit_result(scan_dir: Staging, name: str, result: dict[str, Any]) -> None:

@@ -132,16 +132,16 @@ class RasterSource:
             s2 = np.empty((n, len(bands_s2), patch, patch), dtype=np.uint16)
             valid = np.ones((height, width), dtype=bool)
             with rasterio.Env():  # one GDAL environment for every band, not one per open
-                reads = [_read_native(files[band], geobox, S2.nodata) for band in bands_s2]
-            for b, (raw, nodata) in enumerate(reads):
-                if raw.dtype != np.uint16:
-                    values = _as_float(raw, nodata)
-                    ok = np.isfinite(values)
-                    raw = np.where(ok, values, 0).astype(np.uint16)
-                else:
-                    ok = raw != nodata if nodata is not None and not np.isnan(nodata) else True
-                valid &= ok
-                cut_into(s2, b, raw)
+                for b, band in enumerate(bands_s2):  # one band in memory at a time
+                    raw, nodata = _read_native(files[band], geobox, S2.nodata)
+                    if raw.dtype != np.uint16:
+                        values = _as_float(raw, nodata)
+                        ok = np.isfinite(values)
+                        raw = np.where(ok, values, 0).astype(np.uint16)
+                    else:
+                        ok = raw != nodata if nodata is not None and not np.isnan(nodata) else True
+                    valid &= ok
+                    cut_into(s2, b, raw)
             valid_s2 = per_patch(valid, patch)
         if self.s1_files:
             cut = patches_from_arrays({"s1": self._read_s1(geobox, bands_s1)}, patch)
