@@ -211,6 +211,7 @@ def main() -> None:
 # Loader patches/s (0, 1, 2 spawned workers) ÷ training-step patches/s of csmoe_p16, and the
 # masked-token order study (spatial vs random kept-token order with grouped Soft MoE slots).
 # Usage: python benchmarks/pretrain.py --training [--loader-batches 24] [--mask-steps 60]
+# GPU bf16 training step and MFU: python benchmarks/pretrain.py --training --gpu [--gpu-batch 64]
 
 
 def replicated_sample_store(folder: Path, *, copies: int, patch: int = 120) -> Path:
@@ -282,6 +283,66 @@ def train_step_patches_per_s(*, batch_size: int, steps: int) -> tuple[float, str
     for _ in range(steps):
         step()
     return steps * batch_size / (time.perf_counter() - start), "bf16" if bf16 else "float32"
+
+
+def train_step_flops(model, s1, s2) -> int:
+    """FLOPs of one forward + backward of the pretraining model on ``(s1, s2)`` (torch
+    FlopCounterMode: matmuls, convolutions and attention products, 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(s1, s2).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def gpu_training_step(*, variant: str, batch_size: int, steps: int, device: str) -> dict:
+    """bf16-autocast training step of ``variant`` on ``device``: patches/s and model FLOP
+    utilisation (FLOPs per step × steps/s ÷ the GPU's dense bf16 peak).
+
+    Random 224 px inputs (the loader is measured apart); forward, backward and a fused
+    AdamW step, after 3 warm-up steps; ``device="cpu"`` runs the same code as a check."""
+    import torch
+
+    from xcsmoe.model.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(variant, pretraining=True).to(device).train()
+    size = model.config.img_size
+    s1 = torch.randn(batch_size, 2, size, size, device=device)
+    s2 = torch.randn(batch_size, 10, size, size, device=device)
+    flops = train_step_flops(model, s1[:1], s2[:1]) * batch_size
+    fused = device == "cuda"
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = model(s1, s2).loss
+        loss.backward()
+        optimiser.step()
+
+    for _ in range(3):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    out = {"device": device, "variant": variant, "batch": batch_size,
+           "patches_per_s": batch_size / seconds, "tflop_per_step": flops / 1e12}  # fmt: skip
+    if device == "cuda":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from forward_throughput import PEAK_BF16_TFLOPS
+
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        out.update(gpu=name, peak_tflops=peak,
+                   mfu=None if peak is None else flops / seconds / (peak * 1e12))  # fmt: skip
+    return out
 
 
 def loader_vs_training(*, batches: int, batch_size: int = 8) -> dict:
@@ -377,7 +438,29 @@ def training_main(argv: list[str]) -> None:
     parser.add_argument("--loader-batches", type=int, default=24)
     parser.add_argument("--mask-steps", type=int, default=60)
     parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="only the bf16 GPU training step")
+    parser.add_argument("--gpu-batch", type=int, default=64)
+    parser.add_argument("--gpu-steps", type=int, default=20)
+    parser.add_argument("--device", default="cuda", help="cuda (or cpu, to check the code)")
     args = parser.parse_args(argv)
+    if args.gpu:
+        import torch
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            sys.exit("no CUDA device: the bf16 training-step benchmark needs a GPU")
+        result = gpu_training_step(
+            variant="csmoe_p16", batch_size=args.gpu_batch, steps=args.gpu_steps,
+            device=args.device,
+        )  # fmt: skip
+        mfu = result.get("mfu")
+        print(
+            f"csmoe_p16 bf16 training step on {result.get('gpu', args.device)}: "
+            f"{result['patches_per_s']:.1f} patches/s (batch {result['batch']}), "
+            f"{result['tflop_per_step']:.2f} TFLOP per step"
+            + (f", MFU {100 * mfu:.1f} % of {result['peak_tflops']:.0f} TFLOP/s (target ≥ 35 %)"
+               if mfu is not None else "")
+        )  # fmt: skip
+        return
     if not args.skip_loader:
         speed = loader_vs_training(batches=args.loader_batches)
         for w, value in speed["loader"].items():

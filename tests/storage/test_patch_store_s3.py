@@ -198,7 +198,7 @@ def test_a_missing_bucket_or_a_prefix_without_a_store_is_refused(
 # ------------------------------------------------------------ a cluster sharing no disk
 
 
-def test_workers_sharing_no_disk_stage_and_write_through_the_bucket(
+def test_workers_sharing_no_disk_commit_and_write_through_the_bucket(
     isolated_cluster, https_catalog, local, moto_server
 ):
     client, _, folders = isolated_cluster
@@ -209,8 +209,9 @@ def test_workers_sharing_no_disk_stage_and_write_through_the_bucket(
         _items(https_catalog), url, client=client, storage_options=options, **JOB
     )
     assert (report.patches, report.blocks_scanned, report.regions_written) == (24, 6, 3)
-    scanned = {path for method, path in moto_server.requests() if method == "PUT"}
-    assert any(f"/{bucket}/patches.zarr.scan/" in path for path in scanned)  # staged there
+    put = {path for method, path in moto_server.requests() if method == "PUT"}
+    assert any(f"/{bucket}/patches.zarr.scan/" in path for path in put)  # results there
+    assert not any(path.endswith(".npy") for path in put)  # pixels only in the store
     xr.testing.assert_identical(
         xr.open_zarr(url, storage_options=options).load(), xr.open_zarr(local).load()
     )
