@@ -8,7 +8,7 @@ Prints (patch-store part):
 Inputs are the real Major TOM Core cells of ``../shared/fixtures/real``, repeated as new
 cells (hard links) in a temporary folder, so every tile is a real GeoTIFF read.
 
-Usage: python benchmarks/pretrain.py [--copies 4] [--patch 120]
+Usage: python benchmarks/pretrain.py [--copies 8] [--patch 120]
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def memory_growth(copies: int, patch: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=4, help="copies of the 2 real cells")
+    parser.add_argument("--copies", type=int, default=8, help="copies of the 2 real cells")
     parser.add_argument("--patch", type=int, default=120)
     parser.add_argument("--memory-run", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

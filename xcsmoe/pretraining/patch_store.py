@@ -96,15 +96,12 @@ __all__ = ["WORKER_CONFIG", "PatchStoreReport", "build_patch_store", "resolve_ti
 #: memory whose pages fault in one by one, and the kernel took as much CPU as the work
 #: (scanning 8 real Major TOM tiles: 0.51 s in a plain process, 0.81-0.91 s with Dask's
 #: setting, 0.51 s with these). Arrays up to 32 MiB (a block of patches) come from the
-#: heap, and up to 64 MiB of freed heap is kept for the next block; two malloc arenas
-#: (not one per thread) let a block freed by one thread be reused by the next (a worker's
-#: peak for 8× more patches: 1.3× with one arena per thread, 1.2× with two). Applied to the
+#: heap, and up to 64 MiB of freed heap is kept for the next block. Applied to the
 #: LocalCluster that ``build_patch_store`` starts; set it around your own
 #: ``LocalCluster(...)`` (or export the variables on your workers) to get the same.
 WORKER_CONFIG = {
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
-    "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2,
 }
 
 
