@@ -179,7 +179,7 @@ def stream_patches(
     ``status``: the store as :func:`~xcsmoe.regionstore.check_store` found it (its markers
     say which regions are written); ``create(status)`` makes the skeleton, called once,
     when the first region is to be written. ``window``: blocks a scan may run ahead of
-    the earliest unfinished one (default: 3 per worker thread, at least 6). The first
+    the earliest unfinished one (default: 2 per worker thread, at least 4). The first
     failing task cancels the others and is raised; committed scan results and region
     markers stay.
     """
@@ -207,16 +207,15 @@ def stream_patches(
 
     scans: dict[int, Any] = {}  # block -> future of its ScannedBlock, until written
     unwritten_of_tile: dict[int, set[int]] = {}  # fixed tiles with a region to write
-    tasks: dict[str, tuple[str, int]] = {}  # future key -> ("scan", block) | ("write", region)
-    running: dict[str, Any] = {}  # future key -> future, until it finishes
+    # future key -> (future, "scan", block) or (future, "write", region), until it finishes
+    running: dict[str, tuple[Any, str, int]] = {}
     pending = as_completed()
     finished: set[int] = set()  # scans finished (block indices)
     earliest = submitted = tiles_seen = written = 0  # earliest: first unfinished in todo
     deferred: list[int] = []  # ready regions waiting for their scans to be submitted
 
     def track(kind: str, index: int, future: Any) -> None:
-        tasks[future.key] = (kind, index)
-        running[future.key] = future
+        running[future.key] = (future, kind, index)
         pending.add(future)
 
     def submit_scans() -> None:
@@ -270,8 +269,7 @@ def stream_patches(
         for batch in pending.batches():
             scanned = []
             for future in batch:
-                kind, index = tasks.pop(future.key)
-                del running[future.key]
+                _, kind, index = running.pop(future.key)
                 if future.status != "finished":
                     future.result()  # raises the task's error
                 if kind == "scan":
@@ -293,8 +291,10 @@ def stream_patches(
             submit_scans()
             hand_out()
     except BaseException:
-        client.cancel([*running.values(), *scans.values()])
+        client.cancel([future for future, *_ in running.values()] + list(scans.values()))
         raise
     finally:
         bar.close()
+    if deferred:  # cannot happen: a region's tiles are read when it has no marker
+        raise RuntimeError(f"regions {deferred[:5]} were never written")
     return StreamOutcome(stream, len(todo), written, status)
