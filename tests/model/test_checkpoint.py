@@ -126,6 +126,9 @@ def test_pickled_objects_need_trust(tmp_path):
         load_checkpoint(path, _seeded())
     model = load_checkpoint(path, _seeded(seed=3), trust_pickle=True)
     _assert_same_state(model, _seeded())
+    with pytest.raises(CheckpointError, match=r"trust_pickle=True \(to create_model"):
+        create_model("csmoe_tiny", weights=path)
+    _assert_same_state(create_model("csmoe_tiny", weights=path, trust_pickle=True), _seeded())
 
 
 def test_per_expert_linear_layout_is_stacked_on_load(tmp_path):

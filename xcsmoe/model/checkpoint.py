@@ -203,7 +203,8 @@ def _torch_state(path: Path, *, trust_pickle: bool, mmap: bool) -> dict[str, Ten
                     "a torch file of tensors (state dict)",
                     f"{path} (it holds other Python objects)",
                     "Re-save it as {'state_dict': model.state_dict()} or pass "
-                    "trust_pickle=True to load_checkpoint if you trust the file.",
+                    "trust_pickle=True (to create_model or load_checkpoint) if you trust "
+                    "the file.",
                 )
             ) from error
         raise CheckpointError(

@@ -68,6 +68,7 @@ def create_model(
     *,
     weights: str | PathLike[str] | None = None,
     pretraining: bool = False,
+    trust_pickle: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build variant ``name``: the :class:`~xcsmoe.model.encoder.CSMoE` encoder, or with
@@ -80,7 +81,9 @@ def create_model(
     It is loaded strictly (encoder-only weights into a pretraining model load into its
     ``backbone``). A file that stores its config must be of variant ``name``, and the
     network takes the input band order stored there (``s1_bands``/``s2_bands``, unless
-    overridden).
+    overridden). ``trust_pickle=True`` also reads torch files that pickle Python objects
+    besides tensors (e.g. a Lightning ``.ckpt`` with its hyper-parameters); only for
+    files you trust, since unpickling can run code.
     """
     from xcsmoe.model.encoder import CSMoE
     from xcsmoe.model.pretrain import CSMoEForPretraining
@@ -93,7 +96,7 @@ def create_model(
     from xcsmoe.model.checkpoint import load_state, read_checkpoint
     from xcsmoe.model.hub import weights_path
 
-    state, stored = read_checkpoint(weights_path(weights))
+    state, stored = read_checkpoint(weights_path(weights), trust_pickle=trust_pickle)
     if stored is not None:
         if stored.name != name:
             raise CheckpointError(
