@@ -102,7 +102,9 @@ def test_plan_and_a_loader_batch_from_the_url_equal_the_local_ones(local, remote
     batches = {
         name: next(iter(patch_loader(plan, batch_size=4, seed=1))) for name, plan in plans.items()
     }
-    for name in ("url", "location"):
+    # a spawned loader worker opens the bucket itself, with the plan's storage_options
+    batches["worker"] = next(iter(patch_loader(plans["url"], batch_size=4, seed=1, workers=1)))
+    for name in ("url", "location", "worker"):
         for key, value in batches["local"].items():
             torch.testing.assert_close(batches[name][key], value, rtol=0, atol=0)
     from xcsmoe.pretraining.module import PatchDataModule
