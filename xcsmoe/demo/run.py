@@ -179,7 +179,7 @@ def check_folder(folder: Any, argument: str) -> Path:
 @contextmanager
 def _served_and_clustered(settings: DemoSettings) -> Iterator[tuple[str, Any]]:
     """The sample catalog on a loopback STAC API and a ``LocalCluster``, for one run."""
-    from xcsmoe.regionstore import connect
+    from xcsmoe.cluster import connect
     from xcsmoe.stac.sample_catalog import example_catalog
     from xcsmoe.stac.serve import serve_stac
 

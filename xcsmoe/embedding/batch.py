@@ -24,10 +24,11 @@ import dask
 import numpy as np
 import xarray as xr
 
+from xcsmoe.cluster import check_cluster_args
 from xcsmoe.embedding.api import OUTPUTS, EmbeddingGraph, embedding_graph
 from xcsmoe.embedding.execute import PackedLayout, unpack_variables
 from xcsmoe.errors import ConfigError, expected
-from xcsmoe.regionstore import MARKER, RegionReport, StoreSpec, check_cluster_args, write_region
+from xcsmoe.regionstore import MARKER, RegionReport, StoreSpec, write_region
 from xcsmoe.regionstore import run_region_job as _run_region_job
 from xcsmoe.storage import StoreLocation, store_location
 

@@ -112,10 +112,10 @@ def _source(stac: str) -> Any:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
+    from xcsmoe.cluster import check_cluster_args
     from xcsmoe.embedding.api import OUTPUTS
     from xcsmoe.embedding.batch import embed_to_zarr
     from xcsmoe.errors import ConfigError, expected
-    from xcsmoe.regionstore import check_cluster_args
     from xcsmoe.stac.load import load_cube
     from xcsmoe.stac.search import search
 

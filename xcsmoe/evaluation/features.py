@@ -106,16 +106,10 @@ def encode_features(
     the store inspected (bucket, credentials, what is there) before a cluster starts or
     a byte is written.
     """
+    from xcsmoe.cluster import check_cluster_args, check_workers_reach
     from xcsmoe.embedding.precision import resolve_dtype
     from xcsmoe.embedding.runtime import resolve_device, resolve_model, weights_digest
-    from xcsmoe.regionstore import (
-        StoreSpec,
-        check_cluster_args,
-        check_store,
-        check_workers_reach,
-        create_store,
-        finish_store,
-    )
+    from xcsmoe.regionstore import StoreSpec, check_store, create_store, finish_store
 
     location = store_location(store, storage_options)
     on_cluster = client is not None or n_workers is not None
@@ -389,7 +383,8 @@ def _run_on_cluster(
 ) -> None:
     import dask
 
-    from xcsmoe.regionstore import check_workers_reach, connect, create_store, run_tasks
+    from xcsmoe.cluster import check_workers_reach, connect, run_tasks
+    from xcsmoe.regionstore import create_store
 
     n = samples.sizes["sample"]
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import dask
 
+from xcsmoe.cluster import check_cluster_args, check_workers_reach, connect
 from xcsmoe.errors import InputError, expected
 from xcsmoe.pretraining.patch_meta import (
     discard_counts,
@@ -72,10 +73,7 @@ from xcsmoe.regionstore import (
     JOB_ATTR,
     MARKER,
     StoreSpec,
-    check_cluster_args,
     check_store,
-    check_workers_reach,
-    connect,
     consolidate,
     create_store,
     finish_store,
