@@ -27,6 +27,15 @@ from xcsmoe.pretraining.train import auto_precision
 from xcsmoe.sensors import S2
 
 TINY = "csmoe_tiny"
+
+
+def computed(ds):
+    """``ds.compute()`` in this thread, for exact comparisons: dask's pool threads keep the
+    torch thread count they first ran with (a test may have changed it since), and float32
+    sums split over another number of threads differ in the last bits."""
+    return ds.compute(scheduler="synchronous")
+
+
 BASE = {"model": TINY, "weights": "random", "window": 64, "normalise": False, "device": "cpu"}
 MEASURED_MIN_COSINE = 0.9999  # measured 0.99999; see the module docstring
 MIN_KENDALL_TAU = 0.98  # measured 0.996 on 24 windows
@@ -53,19 +62,19 @@ def test_auto_is_float32_on_a_cpu_without_native_bf16(no_bf16, small_cube):
     graph = embedding_graph(small_cube, 16, **BASE)  # dtype="auto" by default
     assert graph.settings["dtype"] == "float32"
     assert job_fingerprint(graph, ("cls", "tokens"))["dtype"] == "float32"
-    auto = graph.to_dataset().compute()
+    auto = computed(graph.to_dataset())
     assert auto.attrs["dtype"] == "float32"
-    explicit = xcsmoe.embed(small_cube, 16, dtype="float32", **BASE).compute()
+    explicit = computed(xcsmoe.embed(small_cube, 16, dtype="float32", **BASE))
     np.testing.assert_array_equal(auto.tokens.values, explicit.tokens.values)
     assert auto_precision("cpu") == "32-true"
     assert auto_precision("auto") == ("bf16-mixed" if torch.cuda.is_available() else "32-true")
 
 
 def test_auto_is_bf16_on_a_cpu_with_native_bf16(with_bf16, small_cube):
-    auto = xcsmoe.embed(small_cube, 16, **BASE).compute()
+    auto = computed(xcsmoe.embed(small_cube, 16, **BASE))
     assert auto.attrs["dtype"] == "bfloat16" and auto.attrs["compiled"] == 0
-    low = xcsmoe.embed(small_cube, 16, dtype="bfloat16", **BASE).compute()
-    full = xcsmoe.embed(small_cube, 16, dtype=torch.float32, **BASE).compute()
+    low = computed(xcsmoe.embed(small_cube, 16, dtype="bfloat16", **BASE))
+    full = computed(xcsmoe.embed(small_cube, 16, dtype=torch.float32, **BASE))
     np.testing.assert_array_equal(auto.cls.values, low.cls.values)
     assert not np.array_equal(auto.cls.values, full.cls.values)
     assert auto_precision("cpu") == "bf16-mixed"
@@ -106,7 +115,7 @@ def medium_matmul_precision():
 
 
 def test_float32_stays_exact_when_another_library_set_medium_matmul_precision(small_cube):
-    reference = xcsmoe.embed(small_cube, 16, dtype="float32", **BASE).compute()
+    reference = computed(xcsmoe.embed(small_cube, 16, dtype="float32", **BASE))
     model = cached_model(model_spec(TINY, "random"), torch.device("cpu"))
     x = torch.from_numpy(small_cube[list(S2.bands)].to_array().values[:, 0, :64, :64].copy())
     with torch.inference_mode():
@@ -114,7 +123,7 @@ def test_float32_stays_exact_when_another_library_set_medium_matmul_precision(sm
         torch.set_float32_matmul_precision("medium")
         try:
             lowered = model.forward_features(s2=x[None]).cls["s2"]
-            again = xcsmoe.embed(small_cube, 16, dtype="float32", **BASE).compute()
+            again = computed(xcsmoe.embed(small_cube, 16, dtype="float32", **BASE))
             assert torch.get_float32_matmul_precision() == "medium"  # theirs, restored
         finally:
             torch.set_float32_matmul_precision("highest")
