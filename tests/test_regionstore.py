@@ -6,6 +6,7 @@ The job here is deliberately simple: region ``(i, j)`` of a 2-D array is filled 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -125,6 +126,16 @@ def test_resume_skips_written_regions(client, tmp_path):
     report = run(path, 2.0, client=client)
     assert (report.computed, report.skipped) == (1, 5)
     np.testing.assert_array_equal(xr.open_zarr(path).field.values, expected_field(2.0))
+
+
+def test_a_partial_store_divided_into_other_regions_is_refused_and_says_why(client, tmp_path):
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError, match="failed"):
+        run(path, 3.0, client=client, fail_at=(1, 2))
+    regrouped = dataclasses.replace(spec(3.0), marker_shape=(3, 2))  # same settings
+    with pytest.raises(ConfigError, match=r"regions \(3, 2\), as this job.*regions \(2, 3\)"):
+        check_store(path, regrouped)
+    assert check_store(path, regrouped, overwrite=True).replace
 
 
 def test_refusal_names_every_differing_setting(client, tmp_path):

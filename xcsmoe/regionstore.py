@@ -222,6 +222,15 @@ def check_store(
     unborn = stored_json is not None and (not born or done is None or not done.any())
     if overwrite or unborn:  # unborn: ours, and no computed value in it
         return StoreStatus(shown, fresh, exists=False, replace=True, location=location)
+    if same_job and done is not None:  # same settings, another division into regions
+        raise ConfigError(
+            expected(
+                "store",
+                f"regions {tuple(spec.marker_shape)}, as this job divides the store",
+                f"regions {done.shape} at {str(path)!r} (written by another xcsmoe version)",
+                "Choose another path, or pass overwrite=True to rebuild it.",
+            )
+        )
     raise ConfigError(
         expected(
             "store",
