@@ -122,9 +122,6 @@ def test_single_sensor_patches_are_kept_and_flagged(sample_items, threaded_clien
     assert np.isnat(ds["time_s1"].values[~ds["has_s1"].values]).all()
 
 
-# ---------------------------------------------------------------------------- bad inputs
-
-
 def test_scan_block_size_and_chunking_change_no_value(sample_items, threaded_client, tmp_path):
     """One patch per scan block (every region gathered from many blocks, some without a
     sensor) and odd chunking store the same values as the defaults."""
@@ -144,6 +141,9 @@ def test_scan_block_size_and_chunking_change_no_value(sample_items, threaded_cli
     assert default["has_s1"].values.any() and not default["has_s1"].values.all()
     for name in ("s2", "s1", "tile_id", "transform", "has_s1", "has_s2"):
         np.testing.assert_array_equal(default[name].values, tiny[name].values)
+
+
+# ---------------------------------------------------------------------------- bad inputs
 
 
 def test_empty_selection_is_refused(tmp_path):
@@ -247,7 +247,7 @@ def test_full_disk_then_read_only_store_keep_it_intact_and_resumable(
     report = build_patch_store(pair_items, store, client=threaded_client, **settings)
     assert report.blocks_scanned == len(pair_items) // 2  # no region written: all read again
     assert _snapshot(store) == _snapshot(reference)
-    assert sorted(p.name for p in folder.iterdir()) == ["s.zarr"]  # staging removed
+    assert sorted(p.name for p in folder.iterdir()) == ["s.zarr"]  # scan results removed
 
 
 def test_a_complete_store_in_a_read_only_folder_is_returned_as_it_is(
