@@ -80,6 +80,14 @@ def stac_api_url(sample_catalog: pystac.Catalog) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def sample_set(sample_catalog):
+    """The six sample pairs as an evaluation dataset (S1, S2 and their labels)."""
+    from xcsmoe.evaluation.readers import read_sample_catalog
+
+    return read_sample_catalog(sample_catalog)
+
+
 @pytest.fixture(scope="module")
 def client():
     """Two single-threaded worker processes, as ``regionstore.connect`` starts them."""

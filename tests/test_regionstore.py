@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from distributed import Client, LocalCluster
 
 from xcsmoe.errors import ConfigError
 from xcsmoe.regionstore import (
@@ -34,17 +33,6 @@ from xcsmoe.regionstore import (
 TILE = 4
 SHAPE = (2, 3)  # regions
 UNREACHABLE = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def spec(value: float = 1.0, **settings) -> StoreSpec:

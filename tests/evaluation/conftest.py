@@ -17,13 +17,6 @@ TINY = "csmoe_tiny"
 
 
 @pytest.fixture(scope="session")
-def sample_set(sample_catalog) -> xr.Dataset:
-    from xcsmoe.evaluation.readers import read_sample_catalog
-
-    return read_sample_catalog(sample_catalog)
-
-
-@pytest.fixture(scope="session")
 def sample_features(sample_set, tmp_path_factory) -> xr.Dataset:
     from xcsmoe.evaluation.features import encode_features
 

@@ -25,13 +25,6 @@ JOB = {
 
 
 @pytest.fixture(scope="module")
-def sample_set(sample_catalog) -> xr.Dataset:
-    from xcsmoe.evaluation.readers import read_sample_catalog
-
-    return read_sample_catalog(sample_catalog)
-
-
-@pytest.fixture(scope="module")
 def local(sample_set, tmp_path_factory) -> xr.Dataset:
     store = tmp_path_factory.mktemp("features_s3") / "local.zarr"
     return encode_features(sample_set, store, **JOB).load()

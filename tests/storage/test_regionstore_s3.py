@@ -32,17 +32,6 @@ from xcsmoe.storage import StoreLocation, store_location, write_root_metadata
 TILE = 4
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def spec(value: float = 1.0, shape: tuple[int, int] = (2, 3), **settings) -> StoreSpec:
     rows, cols = shape[0] * TILE, shape[1] * TILE
     template = xr.Dataset(
